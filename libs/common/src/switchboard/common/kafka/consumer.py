@@ -1,0 +1,317 @@
+"""An at-least-once consumer loop: handle, wait for the output's acknowledgement, then commit.
+
+Per batch fetched, every record is decoded and given to the handler in partition order.
+A record that cannot be decoded, or whose handler keeps failing after
+``max_attempts`` tries, is written to the dead-letter topic (raw bytes, error, source
+topic, partition and offset) and the partition moves on. A handler failure caused by the
+broker itself (:class:`BrokerUnavailable`) is not the record's fault: it is retried until
+the broker answers or the loop is stopped, and nothing after it is committed.
+
+Offsets are committed only after the producer has flushed (so whatever the handler wrote
+with ``send_soon`` is acknowledged), and also when partitions are revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from switchboard.common.events import DeadLetter, Record, RecordCodec, SchemaError
+from switchboard.common.kafka.producer import BrokerUnavailable, RecordProducer
+from switchboard.common.logging import get_logger
+from switchboard.common.metrics import KafkaMetrics
+from switchboard.common.settings import KafkaSettings
+
+log = get_logger(__name__)
+
+_TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A consumed record, decoded, with where it came from."""
+
+    record: Record
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class RecordHandler(Protocol):
+    async def __call__(self, message: Message, /) -> None: ...
+
+
+PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+@dataclass
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    loop: ConsumerLoop
+    assigned_once: bool = False
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.loop._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned_once = True
+        await self.loop._on_assigned(set(assigned))
+
+
+@dataclass
+class ConsumerLoop:
+    """Consumes ``topics`` in consumer group ``group_id`` and runs ``handler`` on each record."""
+
+    kafka: KafkaSettings
+    topics: Sequence[str]
+    group_id: str
+    handler: RecordHandler
+    producer: RecordProducer
+    dlq_topic: str
+    codec: RecordCodec = field(default_factory=RecordCodec)
+    max_attempts: int = 3
+    retry_backoff: float = 0.05
+    metrics: KafkaMetrics | None = None
+    on_assigned: PartitionsCallback | None = None
+    on_revoked: PartitionsCallback | None = None
+    client_id: str | None = None
+    poll_timeout_ms: int = 500
+
+    _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
+    _listener: _Listener | None = field(default=None, init=False)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _done: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _processing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _uncommitted: dict[TopicPartition, int] = field(default_factory=dict, init=False)
+
+    @property
+    def joined(self) -> bool:
+        """True once the consumer has joined its group and received an assignment (possibly empty)."""
+        return self._consumer is not None and self._listener is not None and self._listener.assigned_once
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    async def start(self) -> None:
+        """Connect and subscribe (raises when the broker cannot be reached)."""
+        if self._consumer is not None:
+            return
+        consumer = AIOKafkaConsumer(
+            **self.kafka.client_options(),
+            client_id=self.client_id or self.kafka.client_id,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
+            max_poll_records=self.kafka.max_poll_records,
+            session_timeout_ms=self.kafka.session_timeout_ms,
+            heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
+            isolation_level="read_committed",
+        )
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._listener = _Listener(self)
+        consumer.subscribe(list(self.topics), listener=self._listener)
+        self._consumer = consumer
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; the batch in hand is finished and committed before returning."""
+        await self.start()
+        assert self._consumer is not None
+        consumer = self._consumer
+        try:
+            while not self._stop.is_set():
+                fetch = asyncio.ensure_future(
+                    consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.kafka.max_poll_records)
+                )
+                stopping = asyncio.ensure_future(self._stop.wait())
+                await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not fetch.done():
+                    fetch.cancel()
+                    await asyncio.gather(fetch, return_exceptions=True)
+                    break
+                batch = fetch.result()
+                if batch:
+                    async with self._processing:
+                        await self._handle_batch(batch)
+        finally:
+            await self._close()
+
+    async def stop(self) -> None:
+        """Ask the loop to finish its batch, commit and close; safe to call more than once."""
+        self._stop.set()
+        if self._consumer is not None:
+            await self._done.wait()
+
+    async def _close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        try:
+            if consumer is not None:
+                try:
+                    await self._commit(consumer)
+                except (KafkaError, BrokerUnavailable) as exc:
+                    log.warning("final commit failed; records will be redelivered", error=repr(exc))
+                await consumer.stop()
+        finally:
+            self._done.set()
+
+    # ----------------------------------------------------------------- batch handling
+
+    async def _handle_batch(self, batch: dict[TopicPartition, list[object]]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        started = asyncio.get_running_loop().time()
+        for tp, raws in batch.items():
+            for raw in raws:
+                handled = await self._handle_one(raw)
+                if not handled:  # stopping while the broker is away: leave the rest uncommitted
+                    return
+                self._uncommitted[tp] = raw.offset + 1  # type: ignore[attr-defined]
+            if self.metrics is not None and raws:
+                self.metrics.consumed.labels(tp.topic).inc(len(raws))
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(
+                        max(0, highwater - raws[-1].offset - 1)  # type: ignore[attr-defined]
+                    )
+        await self._commit(consumer)
+        if self.metrics is not None:
+            self.metrics.batch_seconds.observe(asyncio.get_running_loop().time() - started)
+
+    async def _handle_one(self, raw: object) -> bool:
+        """Handle one consumed record; False when the loop is stopping with the broker away."""
+        topic: str = raw.topic  # type: ignore[attr-defined]
+        try:
+            record = self.codec.decode(raw.value)  # type: ignore[attr-defined]
+        except (SchemaError, ValueError) as exc:
+            return await self._dead_letter(raw, exc, attempts=1)
+        message = Message(
+            record=record,
+            topic=topic,
+            partition=raw.partition,  # type: ignore[attr-defined]
+            offset=raw.offset,  # type: ignore[attr-defined]
+            key=raw.key,  # type: ignore[attr-defined]
+            value=raw.value,  # type: ignore[attr-defined]
+            timestamp_ms=raw.timestamp,  # type: ignore[attr-defined]
+            headers=tuple(raw.headers or ()),  # type: ignore[attr-defined]
+        )
+        attempt = 0
+        infra_backoff = self.retry_backoff
+        while True:
+            attempt += 1
+            try:
+                await self.handler(message)
+                return True
+            except BrokerUnavailable as exc:
+                # Not the record's fault: wait for the broker, do not count the attempt.
+                attempt -= 1
+                log.warning("broker unavailable while handling; retrying", topic=topic, error=str(exc))
+                if await self._sleep_or_stop(infra_backoff):
+                    return False
+                infra_backoff = min(infra_backoff * 2, 5.0)
+            except Exception as exc:
+                if self.metrics is not None:
+                    self.metrics.handler_errors.labels(topic).inc()
+                log.warning(
+                    "handler failed",
+                    topic=topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    attempt=attempt,
+                    error_type=type(exc).__name__,
+                    error=str(exc),
+                )
+                if attempt >= self.max_attempts:
+                    return await self._dead_letter(raw, exc, attempts=attempt)
+                await self._sleep_or_stop(self.retry_backoff * 2 ** (attempt - 1))
+
+    async def _dead_letter(self, raw: object, exc: BaseException, *, attempts: int) -> bool:
+        key: bytes | None = raw.key  # type: ignore[attr-defined]
+        tenant = key.decode("utf-8", "replace") if key else None
+        letter = DeadLetter(
+            tenant_id=tenant if tenant and _TENANT.match(tenant) else None,
+            source_topic=raw.topic,  # type: ignore[attr-defined]
+            source_partition=raw.partition,  # type: ignore[attr-defined]
+            source_offset=raw.offset,  # type: ignore[attr-defined]
+            consumer_group=self.group_id,
+            source_key=key,
+            source_value=raw.value,  # type: ignore[attr-defined]
+            source_headers=tuple(raw.headers or ()),  # type: ignore[attr-defined]
+            error_type=type(exc).__name__,
+            error=str(exc)[:4000],
+            attempts=attempts,
+        )
+        backoff = self.retry_backoff
+        while True:
+            try:
+                await self.producer.send(self.dlq_topic, letter)
+                break
+            except BrokerUnavailable:
+                if await self._sleep_or_stop(backoff):
+                    return False
+                backoff = min(backoff * 2, 5.0)
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(letter.source_topic).inc()
+        log.error(
+            "record dead-lettered",
+            topic=letter.source_topic,
+            partition=letter.source_partition,
+            offset=letter.source_offset,
+            error_type=letter.error_type,
+            attempts=attempts,
+        )
+        return True
+
+    async def _sleep_or_stop(self, seconds: float) -> bool:
+        """Sleep; True if the loop was asked to stop meanwhile."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        if not self._uncommitted:
+            return
+        await self.producer.flush()
+        offsets, self._uncommitted = dict(self._uncommitted), {}
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced under us: the new owner re-reads from the last commit.
+            log.warning("commit failed after a rebalance; records will be redelivered", error=str(exc))
+            return
+        if self.metrics is not None:
+            self.metrics.commits.inc()
+
+    # ----------------------------------------------------------------- rebalancing
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Wait for the batch in hand, then commit what was processed before giving partitions up.
+        async with self._processing:
+            if self._consumer is not None:
+                try:
+                    await self._commit(self._consumer)
+                except (KafkaError, BrokerUnavailable) as exc:
+                    log.warning("commit on revocation failed", error=repr(exc))
+            if self.on_revoked is not None:
+                await self.on_revoked(revoked)
+        log.info("partitions revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.on_assigned is not None:
+            await self.on_assigned(assigned)
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))

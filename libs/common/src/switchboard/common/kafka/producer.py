@@ -1,0 +1,183 @@
+"""A producer of schema records, keyed by tenant, acknowledged by all in-sync replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+
+from switchboard.common.events import Record, encode
+from switchboard.common.logging import get_logger
+from switchboard.common.metrics import KafkaMetrics
+from switchboard.common.settings import KafkaSettings
+
+log = get_logger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not acknowledge a write (or the producer is not connected)."""
+
+
+class RecordProducer:
+    """Writes :class:`Record` s as JSON, keyed by tenant, with ``acks=all``.
+
+    ``send`` returns only once the broker acknowledged the record. ``send_soon`` enqueues
+    and returns the delivery future, which :meth:`flush` awaits: a consumer handler uses it
+    to produce many records and the consumer loop flushes before committing offsets.
+    ``start`` and ``stop`` may each be called more than once.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        metrics: KafkaMetrics | None = None,
+        client_id: str | None = None,
+        send_timeout: float = 10.0,
+    ) -> None:
+        self._kafka = kafka
+        self._metrics = metrics
+        self._client_id = client_id or kafka.client_id
+        self._send_timeout = send_timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: set[asyncio.Future[RecordMetadata]] = set()
+        self._failed: list[BaseException] = []
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(
+            **self._kafka.client_options(),
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=self._kafka.enable_idempotence,
+            linger_ms=self._kafka.linger_ms,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def _require(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BrokerUnavailable("not connected to the broker")
+        return self._producer
+
+    async def send(
+        self, topic: str, record: Record, *, key: bytes | None = None, headers: Headers | None = None
+    ) -> RecordMetadata:
+        """Write one record and wait for the broker's acknowledgement."""
+        return await self.send_raw(topic, record.key() if key is None else key, encode(record), headers)
+
+    async def send_many(self, items: Iterable[tuple[str, Record]]) -> list[RecordMetadata]:
+        """Write several records in one batch and wait until all are acknowledged."""
+        futures = [await self._enqueue(topic, record.key(), encode(record), None) for topic, record in items]
+        return await self._await_all(futures)
+
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
+    ) -> RecordMetadata:
+        future = await self._enqueue(topic, key, value, headers)
+        return (await self._await_all([future]))[0]
+
+    async def send_soon(
+        self, topic: str, record: Record, *, key: bytes | None = None
+    ) -> asyncio.Future[RecordMetadata]:
+        """Enqueue a record; :meth:`flush` waits for it (and raises if it failed)."""
+        future = await self._enqueue(topic, record.key() if key is None else key, encode(record), None)
+        self._pending.add(future)
+        future.add_done_callback(self._settled)
+        return future
+
+    def _settled(self, future: asyncio.Future[RecordMetadata]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            self._failed.append(future.exception())  # type: ignore[arg-type]
+
+    async def flush(self) -> None:
+        """Wait for every record enqueued with :meth:`send_soon`; raise if any was not acknowledged."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=self._send_timeout)
+        if self._pending:
+            raise BrokerUnavailable(f"{len(self._pending)} records not acknowledged in time")
+        if self._failed:
+            first, self._failed = self._failed[0], []
+            raise BrokerUnavailable(f"broker did not acknowledge a record: {first}") from first
+
+    async def _enqueue(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+    ) -> asyncio.Future[RecordMetadata]:
+        producer = self._require()
+        try:
+            future: asyncio.Future[RecordMetadata] = await asyncio.wait_for(
+                producer.send(topic, value=value, key=key, headers=list(headers) if headers else None),
+                self._send_timeout,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            self._count_error(topic)
+            raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
+        if self._metrics is not None:
+            future.add_done_callback(lambda f: self._count(topic, f))
+        return future
+
+    async def _await_all(self, futures: list[asyncio.Future[RecordMetadata]]) -> list[RecordMetadata]:
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                return list(await asyncio.gather(*futures))
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+
+    def _count(self, topic: str, future: asyncio.Future[Any]) -> None:
+        assert self._metrics is not None
+        if future.cancelled() or future.exception() is not None:
+            self._metrics.produce_errors.labels(topic).inc()
+        else:
+            self._metrics.produced.labels(topic).inc()
+
+    def _count_error(self, topic: str) -> None:
+        if self._metrics is not None:
+            self._metrics.produce_errors.labels(topic).inc()
+
+    async def ping(self, timeout: float = 3.0) -> bool:
+        """True when the broker answers a metadata request."""
+        producer = self._producer
+        if producer is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await producer.client.fetch_all_metadata()
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return True

@@ -1,0 +1,121 @@
+"""The Kafka helpers against a real broker: commit after output, redelivery, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from switchboard.common.events import DeadLetter, InboundMessage, RecordCodec, decode
+from switchboard.common.kafka import ConsumerLoop, Message, RecordProducer
+from switchboard.common.metrics import KafkaMetrics, new_registry
+from switchboard.common.settings import KafkaSettings
+from switchboard.common.testing import committed_offsets, consume, eventually, sample_inbound
+from switchboard.common.topics import Topics, ensure_topics
+
+pytestmark = pytest.mark.broker
+
+
+async def test_ensure_topics_is_idempotent(kafka_settings: KafkaSettings, topic_prefix: str) -> None:
+    topics = Topics(topic_prefix)
+    created = await ensure_topics(kafka_settings, topics)
+    assert sorted(created) == sorted(topics.all())
+    assert await ensure_topics(kafka_settings, topics) == []
+
+
+async def test_produced_records_are_consumed_validated_and_committed(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    registry = new_registry()
+    metrics = KafkaMetrics(registry)
+    seen: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        seen.append(message)
+
+    async with RecordProducer(kafka_settings, metrics=metrics) as producer:
+        acks = await producer.send_many((topics.inbound, sample_inbound(i, tenant=f"t{i % 4}")) for i in range(12))
+        assert len(acks) == 12
+        loop = ConsumerLoop(
+            kafka=kafka_settings,
+            topics=[topics.inbound],
+            group_id=group,
+            handler=handler,
+            producer=producer,
+            dlq_topic=topics.dlq,
+            codec=RecordCodec(InboundMessage),
+            metrics=metrics,
+        )
+        task = asyncio.create_task(loop.run())
+        await eventually(lambda: len(seen) == 12)
+        await loop.stop()
+        await loop.stop()  # stopping twice is harmless
+        await task
+    assert sorted(m.record.provider_message_id for m in seen) == sorted(f"m-{i}" for i in range(12))  # type: ignore[attr-defined]
+    assert all(isinstance(m.record, InboundMessage) for m in seen)
+    # one tenant, one partition: ordering within a tenant holds
+    by_tenant: dict[str, set[int]] = {}
+    for m in seen:
+        by_tenant.setdefault(m.record.tenant_id or "", set()).add(m.partition)
+    assert all(len(parts) == 1 for parts in by_tenant.values())
+    assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 12
+    assert registry.get_sample_value("switchboard_produced_records_total", {"topic": topics.inbound}) == 12
+    assert registry.get_sample_value("switchboard_consumed_records_total", {"topic": topics.inbound}) == 12
+
+
+async def test_failing_record_goes_to_dlq_and_the_partition_moves_on(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    attempts: dict[str, int] = {}
+    handled: list[str] = []
+
+    async def handler(message: Message) -> None:
+        record = message.record
+        assert isinstance(record, InboundMessage)
+        attempts[record.provider_message_id] = attempts.get(record.provider_message_id, 0) + 1
+        if record.text == "poison":
+            raise ValueError("cannot route this one")
+        handled.append(record.provider_message_id)
+
+    async with RecordProducer(kafka_settings) as producer:
+        await producer.send(topics.inbound, sample_inbound(1))
+        await producer.send(topics.inbound, sample_inbound(2, text="poison"))
+        await producer.send_raw(topics.inbound, b"acme", b"\xffnot json at all")
+        await producer.send(topics.inbound, sample_inbound(3))
+        loop = ConsumerLoop(
+            kafka=kafka_settings,
+            topics=[topics.inbound],
+            group_id=group,
+            handler=handler,
+            producer=producer,
+            dlq_topic=topics.dlq,
+            max_attempts=3,
+            retry_backoff=0.01,
+        )
+        task = asyncio.create_task(loop.run())
+        await eventually(lambda: len(handled) == 2)
+        letters = [decode(r.value) for r in await consume(kafka_settings.bootstrap, topics.dlq, count=2)]
+        await loop.stop()
+        await task
+    assert handled == ["m-1", "m-3"]
+    assert attempts["m-2"] == 3
+    assert all(isinstance(letter, DeadLetter) for letter in letters)
+    poison = next(lt for lt in letters if isinstance(lt, DeadLetter) and lt.error_type == "ValueError")
+    assert poison.error == "cannot route this one"
+    assert poison.attempts == 3
+    assert poison.tenant_id == "acme"
+    assert poison.source_topic == topics.inbound
+    original = decode(poison.source_value or b"")
+    assert isinstance(original, InboundMessage)
+    assert (original.provider_message_id, original.text) == ("m-2", "poison")
+    garbage = next(lt for lt in letters if isinstance(lt, DeadLetter) and lt.error_type == "SchemaError")
+    assert garbage.source_value == b"\xffnot json at all"
+    assert "not JSON" in garbage.error
+    assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 4
