@@ -1,0 +1,288 @@
+"""The channel adapter interface and the base class that does the common parts.
+
+An adapter declares its ``name`` (the path segment of ``/v1/<name>/<tenant>``), its
+``channel``, the secrets each tenant must configure, and implements two pure methods:
+
+* :meth:`ChannelAdapter.verify` checks the request's signature over the raw body with the
+  tenant's secret and raises :class:`~switchboard.ingest_social.sdk.errors.BadSignature`;
+* :meth:`ChannelAdapter.parse` turns the raw body into zero or more
+  :class:`~switchboard.common.events.InboundMessage` (zero for events that are not
+  customer messages: deliveries, reads, statuses, unknown event types).
+
+The base class :meth:`ChannelAdapter.receive` does everything else: the body size cap (413),
+the content-type check (415), JSON errors, dropping provider retries already published,
+publishing (503 when the broker does not acknowledge), and metrics. Adapters with a GET
+handshake override :meth:`ChannelAdapter.handshake`; adapters with several endpoints
+override :meth:`ChannelAdapter.routes`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDictProxy, MultiDictProxy
+from pydantic import JsonValue
+
+from switchboard.common.events import Channel, ContactHandle, ContactIdentity, InboundMessage
+from switchboard.common.logging import get_logger
+from switchboard.ingest_social.sdk.config import TenantConfig
+from switchboard.ingest_social.sdk.dedupe import DedupeCache
+from switchboard.ingest_social.sdk.errors import (
+    ConfigError,
+    MalformedPayload,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    PublishFailed,
+    UnsupportedMediaType,
+    WebhookError,
+)
+from switchboard.ingest_social.sdk.metrics import AdapterMetrics
+from switchboard.ingest_social.sdk.publisher import Publisher
+
+__all__ = [
+    "AdapterServices",
+    "ChannelAdapter",
+    "Route",
+    "RouteHandler",
+    "Tenant",
+    "WebhookRequest",
+]
+
+log = get_logger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """The tenant named by the authenticated path, with its configuration for this adapter."""
+
+    id: str
+    config: TenantConfig
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """What ``verify`` and ``parse`` may look at: no aiohttp request, so they stay pure and testable."""
+
+    adapter: str
+    tenant_id: str
+    method: str
+    public_url: str
+    headers: CIMultiDictProxy[str] | Mapping[str, str]
+    query: MultiDictProxy[str] | Mapping[str, str]
+    content_type: str
+    received_at: datetime
+
+
+RouteHandler = Callable[[web.Request, Tenant], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint: ``method`` on ``/v1/<adapter>/<tenant><suffix>``."""
+
+    method: str
+    suffix: str
+    handler: RouteHandler
+
+
+@dataclass(slots=True)
+class AdapterServices:
+    """What the host lends an adapter when it mounts it."""
+
+    publisher: Publisher
+    metrics: AdapterMetrics
+    dedupe: DedupeCache = field(default_factory=DedupeCache)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    public_base_url: str | None = None
+
+
+class ChannelAdapter:
+    """Base class of every channel adapter (built-in or from a third-party package)."""
+
+    name: ClassVar[str] = ""
+    """Path segment and registry name: lower-case letters, digits and ``-``."""
+    channel: ClassVar[Channel] = Channel.CUSTOM
+    provider: ClassVar[str] = ""
+    """``InboundMessage.provider``; defaults to ``name``."""
+    required_secrets: ClassVar[frozenset[str]] = frozenset()
+    content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    """Accepted request media types (415 otherwise); empty accepts any."""
+    max_body_bytes: ClassVar[int] = DEFAULT_MAX_BODY_BYTES
+
+    def __init__(self, options: Mapping[str, JsonValue] | None = None) -> None:
+        self.options: Mapping[str, JsonValue] = dict(options or {})
+        self._services: AdapterServices | None = None
+
+    # ------------------------------------------------------------------ to implement
+
+    def verify(self, request: WebhookRequest, raw_body: bytes, tenant: TenantConfig) -> None:
+        """Raise ``BadSignature`` (401) or ``Forbidden`` (403) unless the request is authentic."""
+        raise NotImplementedError
+
+    def parse(self, raw_body: bytes, request: WebhookRequest, tenant: Tenant) -> list[InboundMessage]:
+        """The customer messages in an authentic request (none for other events).
+
+        Raise ``MalformedPayload`` for a body that cannot be read.
+        """
+        raise NotImplementedError
+
+    async def handshake(self, request: web.Request, tenant: Tenant) -> web.StreamResponse:
+        """Answer a GET on the webhook URL (subscription challenges); 405 unless overridden."""
+        raise MethodNotAllowed(f"{self.name} has no GET handshake")
+
+    def routes(self) -> Sequence[Route]:
+        """The endpoints under ``/v1/<name>/<tenant>``: by default POST (receive) and GET (handshake)."""
+        return (Route("POST", "", self.receive), Route("GET", "", self.handshake))
+
+    def acknowledge(self, request: WebhookRequest, published: int, duplicates: int) -> web.StreamResponse:
+        """The 2xx sent once the broker acknowledged; override where the provider expects a given body."""
+        return web.Response(
+            body=orjson.dumps({"accepted": published, "duplicates": duplicates}),
+            content_type="application/json",
+        )
+
+    # ------------------------------------------------------------------ helpers for subclasses
+
+    @classmethod
+    def provider_name(cls) -> str:
+        return cls.provider or cls.name
+
+    def check_tenant(self, tenant_id: str, config: TenantConfig) -> None:
+        """Called at start for each configured tenant; raises ``ConfigError`` for a missing secret."""
+        missing = sorted(s for s in self.required_secrets if not config.secrets.get(s))
+        if missing:
+            raise ConfigError(f"adapter {self.name!r}, tenant {tenant_id!r}: missing secrets {missing}")
+
+    @staticmethod
+    def load_json(raw_body: bytes) -> dict[str, Any]:
+        """The body as a JSON object, or ``MalformedPayload``."""
+        try:
+            data = orjson.loads(raw_body)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedPayload(f"body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise MalformedPayload(f"body is a JSON {type(data).__name__}, not an object")
+        return data
+
+    def message(
+        self,
+        request: WebhookRequest,
+        tenant: Tenant,
+        *,
+        provider_message_id: str,
+        handles: Sequence[ContactHandle],
+        display_name: str | None = None,
+        channel: Channel | None = None,
+        **fields: Any,
+    ) -> InboundMessage:
+        """An ``InboundMessage`` with tenant, channel, provider, inbox and received_at filled in."""
+        return InboundMessage(
+            tenant_id=tenant.id,
+            channel=channel or self.channel,
+            provider=self.provider_name(),
+            provider_message_id=provider_message_id,
+            inbox=tenant.config.inbox,
+            contact=ContactIdentity(display_name=display_name, handles=tuple(handles)),
+            received_at=request.received_at,
+            **fields,
+        )
+
+    # ------------------------------------------------------------------ the common pipeline
+
+    def attach(self, services: AdapterServices) -> None:
+        self._services = services
+
+    @property
+    def services(self) -> AdapterServices:
+        if self._services is None:
+            raise RuntimeError(f"adapter {self.name!r} is not mounted on a host")
+        return self._services
+
+    def webhook_request(self, request: web.Request, tenant_id: str) -> WebhookRequest:
+        base = self.services.public_base_url
+        public_url = base.rstrip("/") + request.path_qs if base else str(request.url)
+        return WebhookRequest(
+            adapter=self.name,
+            tenant_id=tenant_id,
+            method=request.method,
+            public_url=public_url,
+            headers=request.headers,
+            query=request.query,
+            content_type=request.content_type,
+            received_at=self.services.clock(),
+        )
+
+    async def read_body(self, request: web.Request) -> bytes:
+        """The raw body, refused with 413 past ``max_body_bytes`` and 415 for another media type."""
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            raise PayloadTooLarge(f"body of {length} bytes exceeds {self.max_body_bytes}")
+        if self.content_types and request.content_type not in self.content_types:
+            raise UnsupportedMediaType(
+                f"content type {request.content_type!r} is not one of {sorted(self.content_types)}"
+            )
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge(f"body exceeds {self.max_body_bytes} bytes") from None
+        if len(body) > self.max_body_bytes:
+            raise PayloadTooLarge(f"body of {len(body)} bytes exceeds {self.max_body_bytes}")
+        return body
+
+    async def receive(self, request: web.Request, tenant: Tenant) -> web.StreamResponse:
+        """POST: size and type checks, verify, parse, drop retries, publish, acknowledge."""
+        services = self.services
+        body = await self.read_body(request)
+        wreq = self.webhook_request(request, tenant.id)
+        self.verify(wreq, body, tenant.config)
+        try:
+            messages = self.parse(body, wreq, tenant)
+        except WebhookError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+            # A payload the adapter could not read (pydantic's ValidationError is a ValueError).
+            log.info("webhook_unreadable", adapter=self.name, tenant=tenant.id, error_type=type(exc).__name__)
+            raise MalformedPayload(f"payload could not be read ({type(exc).__name__})") from None
+        fresh: list[InboundMessage] = []
+        keys: list[tuple[str, str, str]] = []
+        for msg in messages:
+            key = (self.name, tenant.id, msg.provider_message_id)
+            if key in services.dedupe or key in keys:
+                continue
+            keys.append(key)
+            fresh.append(msg)
+        duplicates = len(messages) - len(fresh)
+        if fresh:
+            try:
+                await services.publisher.publish(fresh)
+            except Exception as exc:
+                log.warning("publish_failed", adapter=self.name, tenant=tenant.id, error_type=type(exc).__name__)
+                raise PublishFailed("the broker did not acknowledge the messages; retry later") from None
+            for key in keys:
+                services.dedupe.add(key)
+            services.metrics.messages.labels(self.name).inc(len(fresh))
+        if duplicates:
+            services.metrics.duplicates.labels(self.name).inc(duplicates)
+        return self.acknowledge(wreq, len(fresh), duplicates)
+
+    async def dispatch(self, route: Route, request: web.Request, tenant: Tenant) -> web.StreamResponse:
+        """Run one route with JSON errors and metrics (used by the host for every route)."""
+        metrics = self.services.metrics
+        started = time.perf_counter()
+        try:
+            response = await route.handler(request, tenant)
+        except WebhookError as exc:
+            metrics.requests.labels(self.name, exc.code).inc()
+            return exc.response()
+        finally:
+            metrics.seconds.labels(self.name).observe(time.perf_counter() - started)
+        metrics.requests.labels(self.name, "ok").inc()
+        return response

@@ -1,0 +1,85 @@
+"""The webhook host: mounts adapters on an aiohttp application under ``/v1/<adapter>/<tenant>``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+
+from aiohttp import web
+
+from switchboard.ingest_social.sdk.adapter import AdapterServices, ChannelAdapter, Route, Tenant
+from switchboard.ingest_social.sdk.config import TENANT_PATTERN, TenantConfig
+from switchboard.ingest_social.sdk.errors import ConfigError, UnknownTenant, json_error
+
+__all__ = ["build_webhook_app", "json_http_errors", "mount_adapters"]
+
+_TENANT_RE = re.compile(TENANT_PATTERN)
+
+
+def mount_adapters(
+    app: web.Application,
+    adapters: Sequence[ChannelAdapter],
+    tenants: Mapping[str, Mapping[str, TenantConfig]],
+    services: AdapterServices,
+) -> None:
+    """Add every adapter's routes to ``app``; ``tenants`` maps adapter name to tenant id to config.
+
+    A request to a tenant not configured for that adapter is answered 404 before any body is
+    read: the tenant, and so the secret that authenticates the request, come from the path.
+    """
+    seen: set[str] = set()
+    for adapter in adapters:
+        if adapter.name in seen:
+            raise ConfigError(f"adapter {adapter.name!r} mounted twice")
+        seen.add(adapter.name)
+        adapter.attach(services)
+        adapter_tenants = dict(tenants.get(adapter.name, {}))
+        for route in adapter.routes():
+            path = f"/v1/{adapter.name}/{{tenant}}{route.suffix}"
+            app.router.add_route(route.method, path, partial(_handle, adapter, route, adapter_tenants))
+
+
+async def _handle(
+    adapter: ChannelAdapter, route: Route, tenants: Mapping[str, TenantConfig], request: web.Request
+) -> web.StreamResponse:
+    tenant_id = request.match_info["tenant"]
+    config = tenants.get(tenant_id) if _TENANT_RE.match(tenant_id) else None
+    if config is None:
+        adapter.services.metrics.requests.labels(adapter.name, UnknownTenant.code).inc()
+        return UnknownTenant(f"tenant {tenant_id!r} is not configured for {adapter.name}").response()
+    return await adapter.dispatch(route, request, Tenant(tenant_id, config))
+
+
+@web.middleware
+async def json_http_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own 404/405/413 answers as JSON errors like the adapters' (and never a bare 500)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        code = codes.get(exc.status, "error")
+        return json_error(exc.status, code, exc.reason)
+
+
+def build_webhook_app(
+    adapters: Sequence[ChannelAdapter],
+    tenants: Mapping[str, Mapping[str, TenantConfig]],
+    services: AdapterServices,
+    *,
+    app: web.Application | None = None,
+) -> web.Application:
+    """A new (or the given) application with the adapters mounted and JSON HTTP errors.
+
+    A new application's ``client_max_size`` is the largest adapter body cap, so aiohttp never
+    buffers more than an adapter would accept.
+    """
+    if app is None:
+        cap = max((a.max_body_bytes for a in adapters), default=1024 * 1024)
+        app = web.Application(client_max_size=cap + 1, middlewares=[json_http_errors])
+    mount_adapters(app, adapters, tenants, services)
+    return app

@@ -1,0 +1,181 @@
+"""The SDK's parts on their own: config file, registry and entry points, dedupe cache, host errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from switchboard.common.events import Channel, ContactHandle, InboundMessage
+from switchboard.ingest_social.adapters import BUILTIN_ADAPTERS, TelegramAdapter
+from switchboard.ingest_social.sdk import (
+    AdapterMetrics,
+    AdapterRegistry,
+    AdapterServices,
+    BadSignature,
+    ChannelAdapter,
+    ChannelsConfig,
+    ConfigError,
+    DedupeCache,
+    Tenant,
+    TenantConfig,
+    WebhookRequest,
+    build_webhook_app,
+    load_channels_config,
+    verify_prefixed_signature,
+    verify_token,
+)
+from switchboard.ingest_social.sdk.testing import RecordingPublisher
+
+
+class EchoAdapter(ChannelAdapter):
+    """A minimal adapter used to test the registry and host."""
+
+    name: ClassVar[str] = "echo"
+    channel: ClassVar[Channel] = Channel.CUSTOM
+    required_secrets: ClassVar[frozenset[str]] = frozenset({"token"})
+
+    def verify(self, request: WebhookRequest, raw_body: bytes, tenant: TenantConfig) -> None:
+        verify_token(request.headers.get("x-token"), tenant.secret("token"))
+
+    def parse(self, raw_body: bytes, request: WebhookRequest, tenant: Tenant) -> list[InboundMessage]:
+        data = self.load_json(raw_body)
+        return [
+            self.message(
+                request, tenant, provider_message_id=str(i), handles=[ContactHandle(kind="echo", value="v")], text=t
+            )
+            for i, t in enumerate(data.get("texts", []))
+        ]
+
+
+def test_channels_file_is_validated(tmp_path: Path) -> None:
+    good = tmp_path / "channels.yaml"
+    good.write_text(
+        "adapters:\n"
+        "  telegram:\n"
+        "    tenants:\n"
+        "      acme: {secrets: {secret_token: abc}, inbox: bots}\n"
+        "  custom:\n"
+        "    enabled: false\n"
+        "    tenants:\n"
+        "      acme: {secrets: {signing_secret: [new, old]}}\n"
+    )
+    config = load_channels_config(good)
+    assert list(config.enabled()) == ["telegram"]
+    acme = config.adapters["custom"].tenants["acme"]
+    assert acme.secret_values("signing_secret") == ("new", "old")
+    assert "new" not in repr(acme)  # secrets are SecretStr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("adapters:\n  telegram:\n    tenants:\n      Not_A_Tenant!: {}\n")
+    with pytest.raises(ConfigError, match="invalid channels file"):
+        load_channels_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_channels_config(tmp_path / "missing.yaml")
+
+
+def test_registry_creates_enabled_adapters_and_checks_secrets() -> None:
+    registry = AdapterRegistry(BUILTIN_ADAPTERS)
+    assert "telegram" in registry
+    assert set(registry) >= {"messenger", "instagram", "whatsapp", "telegram", "x", "twilio-sms", "webchat", "custom"}
+    ok = ChannelsConfig.model_validate(
+        {"adapters": {"telegram": {"tenants": {"acme": {"secrets": {"secret_token": "t"}}}}}}
+    )
+    (adapter,) = registry.create_enabled(ok)
+    assert isinstance(adapter, TelegramAdapter)
+    missing = ChannelsConfig.model_validate({"adapters": {"telegram": {"tenants": {"acme": {"secrets": {}}}}}})
+    with pytest.raises(ConfigError, match="missing secrets"):
+        registry.create_enabled(missing)
+    unknown = ChannelsConfig.model_validate({"adapters": {"pager": {}}})
+    with pytest.raises(ConfigError, match="no adapter named 'pager'"):
+        registry.create_enabled(unknown)
+
+
+def test_entry_point_discovery_and_name_clash() -> None:
+    registry = AdapterRegistry(BUILTIN_ADAPTERS)
+    ep = EntryPoint(name="echo", value=f"{__name__}:EchoAdapter", group="switchboard.channels")
+    assert registry.discover(eps=[ep]) == ["echo"]
+    assert registry.get("echo") is EchoAdapter
+    assert registry.discover(eps=[ep]) == []  # the same class twice is fine
+
+    class Impostor(EchoAdapter):
+        pass
+
+    with pytest.raises(ConfigError, match="taken by"):
+        registry.register(Impostor)
+    broken = EntryPoint(name="broken", value="no_such_module_xyz:Adapter", group="switchboard.channels")
+    with pytest.raises(ConfigError, match="failed to load"):
+        registry.discover(eps=[broken])
+    not_adapter = EntryPoint(name="bad", value="os.path:join", group="switchboard.channels")
+    with pytest.raises(ConfigError, match="not a ChannelAdapter"):
+        registry.discover(eps=[not_adapter])
+
+
+def test_dedupe_cache_is_bounded_and_expires() -> None:
+    now = [0.0]
+    cache = DedupeCache(max_entries=2, ttl_seconds=10, clock=lambda: now[0])
+    cache.add("a")
+    cache.add("b")
+    cache.add("c")
+    assert "a" not in cache
+    assert "b" in cache
+    assert len(cache) == 2
+    now[0] = 11.0
+    assert "b" not in cache
+    assert "c" not in cache
+
+
+def test_prefixed_signature_checks() -> None:
+    with pytest.raises(BadSignature, match="missing"):
+        verify_prefixed_signature(None, b"x", ["k"])
+    with pytest.raises(BadSignature, match="does not start"):
+        verify_prefixed_signature("md5=abc", b"x", ["k"])
+    # HMAC-SHA256 of "The quick brown fox jumps over the lazy dog" keyed "key" (the well-known HMAC example)
+    sig = "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+    verify_prefixed_signature(sig, b"The quick brown fox jumps over the lazy dog", ["other", "key"])
+    with pytest.raises(BadSignature, match="does not match"):
+        verify_prefixed_signature(sig, b"The quick brown fox jumps over the lazy cat", ["key"])
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], RecordingPublisher]]:
+    publisher = RecordingPublisher()
+    services = AdapterServices(publisher=publisher, metrics=AdapterMetrics(CollectorRegistry()))
+    app = build_webhook_app([EchoAdapter()], {"echo": {"acme": TenantConfig(secrets={"token": "t"})}}, services)
+    async with TestClient(TestServer(app)) as client:
+        yield client, publisher
+
+
+async def test_host_answers_json_for_unknown_routes_and_methods(
+    echo: tuple[TestClient[web.Request, web.Application], RecordingPublisher],
+) -> None:
+    client, _ = echo
+    async with client.post("/v1/nope/acme") as resp:
+        assert resp.status == 404
+        assert (await resp.json())["error"] == "not_found"
+    async with client.put("/v1/echo/acme") as resp:
+        assert resp.status == 405
+        assert (await resp.json())["error"] == "method_not_allowed"
+    async with client.get("/v1/echo/acme") as resp:  # no handshake declared
+        assert resp.status == 405
+    async with client.post("/v1/echo/ACME!", data=b"{}", headers={"x-token": "t"}) as resp:
+        assert resp.status == 404
+        assert (await resp.json())["error"] == "unknown_tenant"
+
+
+async def test_duplicates_within_one_request_are_published_once(
+    echo: tuple[TestClient[web.Request, web.Application], RecordingPublisher],
+) -> None:
+    client, publisher = echo
+    headers = {"x-token": "t", "Content-Type": "application/json"}
+    async with client.post("/v1/echo/acme", data=b'{"texts": ["a", "b"]}', headers=headers) as resp:
+        assert await resp.json() == {"accepted": 2, "duplicates": 0}
+    async with client.post("/v1/echo/acme", data=b'{"texts": ["a", "b", "c"]}', headers=headers) as resp:
+        assert await resp.json() == {"accepted": 1, "duplicates": 2}
+    assert [m.text for m in publisher.records] == ["a", "b", "c"]
+    assert publisher.calls == 2

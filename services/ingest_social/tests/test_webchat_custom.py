@@ -1,0 +1,183 @@
+"""Web chat and the custom (Standard Webhooks) channel: the contract kit and normalization."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+import orjson
+import pytest
+
+from switchboard.common.events import Channel, InboundMessage
+from switchboard.ingest_social.adapters.custom import CustomChannelAdapter
+from switchboard.ingest_social.adapters.webchat import WebChatAdapter
+from switchboard.ingest_social.sdk import (
+    BadSignature,
+    ChannelAdapter,
+    MalformedPayload,
+    Tenant,
+    TenantConfig,
+    WebhookRequest,
+    sign_standard_webhook,
+    verify_standard_webhook,
+)
+from switchboard.ingest_social.sdk.contract import AdapterContract, SignedRequest, TimestampedContract
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+CHAT = {
+    "type": "message",
+    "message_id": "c0ffee-1",
+    "visitor_id": "v-8d1f",
+    "text": "Hello, can I change my plan?",
+    "name": "Robin",
+    "email": "robin@example.com",
+    "page_url": "https://shop.example.com/pricing",
+    "widget_version": "2.3.1",
+}
+
+
+class TestWebChatContract(AdapterContract):
+    signs_body: ClassVar[bool] = False  # a site key, not a body signature
+
+    def make_adapter(self) -> ChannelAdapter:
+        return WebChatAdapter()
+
+    def tenant_config(self) -> TenantConfig:
+        return TenantConfig(secrets={"site_key": "pk_acme_123"}, inbox="website")
+
+    def other_tenant_config(self) -> TenantConfig:
+        return TenantConfig(secrets={"site_key": "pk_globex_456"})
+
+    def sign(self, request: SignedRequest, config: TenantConfig) -> SignedRequest:
+        return request.with_headers({"X-Switchboard-Chat-Key": config.secret("site_key")})
+
+    def message_body(self) -> bytes:
+        return orjson.dumps(CHAT)
+
+    def non_message_body(self) -> bytes:
+        return b'{"type": "typing", "visitor_id": "v-8d1f"}'
+
+    def malformed_body(self) -> bytes:
+        return b'{"type": "message", "visitor_id": "v-8d1f", "text": "no message id"}'
+
+    def check_message(self, message: InboundMessage) -> None:
+        assert message.contact.handle("chat") == "v-8d1f"
+
+
+def test_chat_message_normalized() -> None:
+    request = WebhookRequest("webchat", "acme", "POST", "https://h/", {}, {}, "application/json", NOW)
+    (msg,) = WebChatAdapter().parse(orjson.dumps(CHAT), request, Tenant("acme", TenantConfig(inbox="website")))
+    assert msg.channel is Channel.CHAT
+    assert msg.provider_message_id == "v-8d1f:c0ffee-1"
+    assert msg.thread_ref == "v-8d1f"
+    assert msg.inbox == "website"
+    assert msg.contact.display_name == "Robin"
+    assert msg.contact.handle("email") == "robin@example.com"
+    assert msg.provider_metadata == {"page_url": "https://shop.example.com/pricing"}
+
+
+def test_invalid_chat_message_names_fields_but_not_values() -> None:
+    request = WebhookRequest("webchat", "acme", "POST", "https://h/", {}, {}, "application/json", NOW)
+    body = orjson.dumps({**CHAT, "email": "not-an-address-secret"})
+    with pytest.raises(MalformedPayload) as exc:
+        WebChatAdapter().parse(body, request, Tenant("acme", TenantConfig()))
+    assert "email" in exc.value.reason
+    assert "not-an-address-secret" not in exc.value.reason
+
+
+CUSTOM = {
+    "type": "message.created",
+    "data": {
+        "id": "crm-msg-991",
+        "contact": {"display_name": "Lee", "handles": [{"kind": "crm_customer", "value": "C-1001"}]},
+        "text": "My invoice is wrong",
+        "thread_id": "case-12",
+        "sent_at": "2026-03-02T11:59:00Z",
+        "attachments": [{"url": "https://files.example.com/a.pdf", "content_type": "application/pdf", "size": 1024}],
+        "metadata": {"crm": "acme"},
+        "unknown_field": {"nested": True},
+    },
+}
+
+
+class TestCustomChannelContract(TimestampedContract):
+    def make_adapter(self) -> ChannelAdapter:
+        return CustomChannelAdapter()
+
+    def tenant_config(self) -> TenantConfig:
+        # rotation: the new secret first, the old one still accepted
+        return TenantConfig(secrets={"signing_secret": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "old-secret"]})
+
+    def other_tenant_config(self) -> TenantConfig:
+        return TenantConfig(secrets={"signing_secret": "whsec_Z2xvYmV4LXNlY3JldC1rZXk="})
+
+    def sign_at(self, request: SignedRequest, config: TenantConfig, at: datetime) -> SignedRequest:
+        ts = int(at.timestamp())
+        msg_id = "msg_" + hashlib.sha256(request.body).hexdigest()[:24]
+        return request.with_headers(
+            {
+                "webhook-id": msg_id,
+                "webhook-timestamp": str(ts),
+                "webhook-signature": sign_standard_webhook(config.secret("signing_secret"), msg_id, ts, request.body),
+            }
+        )
+
+    def message_body(self) -> bytes:
+        return orjson.dumps(CUSTOM)
+
+    def non_message_body(self) -> bytes:
+        return b'{"type": "contact.updated", "data": {"id": "C-1001"}}'
+
+    def malformed_body(self) -> bytes:
+        return b'{"type": "message.created", "data": {"id": "x", "contact": {"handles": []}}}'
+
+
+def test_standard_webhooks_reference_vector() -> None:
+    # The example of the Standard Webhooks specification and its reference libraries' tests.
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    sig = sign_standard_webhook(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+    assert sig == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    headers = {
+        "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "webhook-timestamp": "1614265330",
+        "webhook-signature": "v1,bm9ldHUjKzFob2VudXRob2VodWUzMjRvdWVvdW9ldQo= " + sig,
+    }
+    at = datetime.fromtimestamp(1614265330, UTC) + timedelta(seconds=30)
+    assert verify_standard_webhook(headers, body, [secret], now=at) == "msg_p5jXN8AQM9LWM0D4loKWxJek"
+    with pytest.raises(BadSignature):
+        verify_standard_webhook(headers, body + b" ", [secret], now=at)
+    with pytest.raises(BadSignature):
+        verify_standard_webhook({**headers, "webhook-timestamp": "abc"}, body, [secret], now=at)
+
+
+def test_old_secret_still_verifies_during_rotation() -> None:
+    body = orjson.dumps(CUSTOM)
+    ts = int(NOW.timestamp())
+    headers = {
+        "webhook-id": "m1",
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign_standard_webhook("old-secret", "m1", ts, body),
+    }
+    config = TenantConfig(secrets={"signing_secret": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "old-secret"]})
+    request = WebhookRequest("custom", "acme", "POST", "https://h/", headers, {}, "application/json", NOW)
+    CustomChannelAdapter().verify(request, body, config)
+    with pytest.raises(BadSignature):
+        CustomChannelAdapter().verify(
+            request, body, TenantConfig(secrets={"signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+        )
+
+
+def test_custom_message_normalized() -> None:
+    request = WebhookRequest("custom", "acme", "POST", "https://h/", {}, {}, "application/json", NOW)
+    (msg,) = CustomChannelAdapter().parse(orjson.dumps(CUSTOM), request, Tenant("acme", TenantConfig()))
+    assert msg.channel is Channel.CUSTOM
+    assert msg.provider == "custom"
+    assert msg.provider_message_id == "crm-msg-991"
+    assert msg.contact.handle("crm_customer") == "C-1001"
+    assert msg.thread_ref == "case-12"
+    assert msg.sent_at == datetime(2026, 3, 2, 11, 59, tzinfo=UTC)
+    assert msg.attachments[0].size == 1024
+    assert msg.provider_metadata == {"crm": "acme"}
