@@ -1,0 +1,318 @@
+"""In-memory routing state of one tenant: agents, conversations, contacts, and their indexes.
+
+Entities are plain slotted dataclasses (cheap to hold by the hundred thousand); the
+changelog form of each lives in :mod:`switchboard.router.snapshot`. The two indexes keep
+selection from scanning: :class:`AgentIndex` holds the agents who can take work now,
+per (channel, skill), ordered by each strategy's key; :class:`WaitingIndex` holds queued
+conversations per (queue, relaxation step, channel), ordered by priority then age.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
+
+from switchboard.common.events import Channel, DeliveryEndpoint, Presence
+from switchboard.router.rules import SlaTarget, Strategy
+
+__all__ = [
+    "Agent",
+    "AgentIndex",
+    "Contact",
+    "ContactDirectory",
+    "Conversation",
+    "ConversationStatus",
+    "Signature",
+    "SlaClock",
+    "WaitingIndex",
+    "handle_key",
+]
+
+PREVIEW_CHARS = 300
+RECENT_MESSAGE_IDS = 32
+
+
+class ConversationStatus(enum.StrEnum):
+    QUEUED = "queued"
+    OFFERED = "offered"
+    ASSIGNED = "assigned"
+    WAITING_FOR_CUSTOMER = "waiting_for_customer"
+    RESOLVED = "resolved"
+
+
+HOLDING = frozenset({ConversationStatus.OFFERED, ConversationStatus.ASSIGNED, ConversationStatus.WAITING_FOR_CUSTOMER})
+"""Statuses in which the conversation counts towards its agent's load."""
+
+
+@dataclass(slots=True)
+class Agent:
+    id: str
+    skills: dict[str, int] = field(default_factory=dict)
+    capacity: dict[Channel, int] = field(default_factory=dict)
+    load: dict[Channel, int] = field(default_factory=dict)
+    presence: Presence = Presence.OFFLINE
+    idle_since: datetime | None = None
+    offline_since: datetime | None = None
+    display_name: str | None = None
+    endpoints: tuple[DeliveryEndpoint, ...] = ()
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def has_room(self, channel: Channel) -> bool:
+        return self.capacity.get(channel, 0) > self.load.get(channel, 0)
+
+    def takes_work(self) -> bool:
+        """Available and reachable (an agent with no delivery endpoint cannot be told of work)."""
+        return self.presence is Presence.AVAILABLE and bool(self.endpoints)
+
+    def cel_view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "skills": dict(self.skills),
+            "attributes": self.attributes,
+            "presence": self.presence.value,
+            "load": {c.value: n for c, n in self.load.items()},
+            "capacity": {c.value: n for c, n in self.capacity.items()},
+        }
+
+
+@dataclass(slots=True)
+class SlaClock:
+    """Business time counted towards one SLA target; paused when ``running_since`` is None."""
+
+    started_at: datetime
+    consumed: timedelta = timedelta(0)
+    running_since: datetime | None = None
+
+
+@dataclass(slots=True)
+class Conversation:
+    id: str
+    channel: Channel
+    provider: str
+    contact_id: str
+    opened_at: datetime
+    thread_key: str | None = None
+    queue_id: str | None = None
+    route_rule: str | None = None
+    status: ConversationStatus = ConversationStatus.QUEUED
+    priority: int = 0
+    enqueued_at: datetime | None = None
+    step: int = 0
+    agent_id: str | None = None
+    offer_id: str | None = None
+    offer_expires_at: datetime | None = None
+    assigned_at: datetime | None = None
+    declined_by: set[str] = field(default_factory=set)
+    last_agent_id: str | None = None
+    agent_replied: bool = False
+    subject: str | None = None
+    preview: str = ""
+    language: str | None = None
+    inbox: str | None = None
+    customer_name: str | None = None
+    message_ids: list[str] = field(default_factory=list)
+    sequence: int = 0
+    sla_policy: str | None = None
+    clocks: dict[SlaTarget, SlaClock] = field(default_factory=dict)
+    fired: set[str] = field(default_factory=set)
+    breaches: list[str] = field(default_factory=list)
+    resolved_at: datetime | None = None
+
+    def remember_message(self, message_id: str) -> None:
+        self.message_ids.append(message_id)
+        if len(self.message_ids) > RECENT_MESSAGE_IDS:
+            del self.message_ids[: len(self.message_ids) - RECENT_MESSAGE_IDS]
+
+    def next_sequence(self) -> int:
+        self.sequence += 1
+        return self.sequence
+
+
+@dataclass(slots=True)
+class Contact:
+    id: str
+    handles: set[str] = field(default_factory=set)
+    display_name: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    last_agent_id: str | None = None
+    last_agent_at: datetime | None = None
+
+
+def handle_key(kind: str, value: str) -> str:
+    """A stable, non-reversible key for a contact handle (state never holds addresses in clear)."""
+    kind = kind.strip().lower()
+    normalised = value.strip().lower() if kind == "email" else value.strip()
+    if kind == "phone":
+        normalised = "".join(ch for ch in normalised if ch.isdigit() or ch == "+")
+    return hashlib.sha256(f"{kind}\x00{normalised}".encode()).hexdigest()[:32]
+
+
+class ContactDirectory:
+    """Contacts of one tenant, found by any of their handles."""
+
+    def __init__(self) -> None:
+        self.contacts: dict[str, Contact] = {}
+        self._by_handle: dict[str, str] = {}
+
+    def get(self, contact_id: str) -> Contact | None:
+        return self.contacts.get(contact_id)
+
+    def find(self, keys: Iterable[str]) -> list[Contact]:
+        found: dict[str, Contact] = {}
+        for key in keys:
+            contact_id = self._by_handle.get(key)
+            if contact_id is not None:
+                found[contact_id] = self.contacts[contact_id]
+        return list(found.values())
+
+    def add(self, contact: Contact) -> None:
+        self.contacts[contact.id] = contact
+        for key in contact.handles:
+            self._by_handle[key] = contact.id
+
+    def attach(self, contact: Contact, keys: Iterable[str]) -> None:
+        for key in keys:
+            contact.handles.add(key)
+            self._by_handle[key] = contact.id
+
+    def merge(self, keep: Contact, gone: Contact) -> None:
+        """Fold ``gone`` into ``keep``: handles, attributes and the most recent last agent."""
+        self.attach(keep, gone.handles)
+        keep.attributes = {**gone.attributes, **keep.attributes}
+        keep.display_name = keep.display_name or gone.display_name
+        if gone.last_agent_at is not None and (keep.last_agent_at is None or gone.last_agent_at > keep.last_agent_at):
+            keep.last_agent_id, keep.last_agent_at = gone.last_agent_id, gone.last_agent_at
+        del self.contacts[gone.id]
+
+
+# --------------------------------------------------------------------------- agent index
+
+
+def _ts(value: datetime | None) -> float:
+    return value.timestamp() if value is not None else float("-inf")
+
+
+def strategy_key(strategy: Strategy, agent: Agent, channel: Channel, skill: str) -> tuple[Any, ...]:
+    """The ordering key of an agent in a bucket: smaller is better, ties broken by agent id."""
+    load = agent.load.get(channel, 0)
+    idle = _ts(agent.idle_since)
+    if strategy is Strategy.LEAST_LOADED:
+        return (load, idle, agent.id)
+    if strategy is Strategy.LONGEST_IDLE:
+        return (idle, agent.id)
+    return (-agent.skills.get(skill, 0), load, idle, agent.id)
+
+
+Signature = tuple[str, tuple[str, ...]]
+"""A bucket's skills: (primary skill or "", every required skill name, sorted)."""
+
+
+class AgentIndex:
+    """Agents who can take work now, per (channel, skill signature, strategy), in strategy order.
+
+    ``needs`` names, per strategy, the skill signatures selection walks: one per requirement
+    alternative of the queues that use the strategy. An agent is filed under a signature when
+    they have every skill it names (at any level), so a walk only has to check levels,
+    declines and the agent filter. Keeping only those buckets makes re-filing an agent after
+    a change touch few sorted lists, and only the entries whose key changed.
+    """
+
+    def __init__(self, needs: dict[Strategy, set[Signature]]) -> None:
+        self.needs = {strategy: tuple(sorted(sigs)) for strategy, sigs in needs.items() if sigs}
+        self._buckets: dict[tuple[Channel, Signature, Strategy], SortedList] = {}
+        self._entries: dict[str, list[tuple[tuple[Channel, Signature, Strategy], tuple[Any, ...]]]] = {}
+
+    def bucket(self, channel: Channel, signature: Signature, strategy: Strategy) -> SortedList | None:
+        return self._buckets.get((channel, signature, strategy))
+
+    def discard(self, agent_id: str) -> None:
+        for bucket_key, sort_key in self._entries.pop(agent_id, ()):
+            self._buckets[bucket_key].remove(sort_key)
+
+    def update(self, agent: Agent) -> None:
+        """Re-file an agent after any change to presence, load, skills, capacity or idle time."""
+        old = self._entries.pop(agent.id, [])
+        wanted: list[tuple[tuple[Channel, Signature, Strategy], tuple[Any, ...]]] = []
+        if agent.takes_work():
+            skills = agent.skills
+            for channel in agent.capacity:
+                if not agent.has_room(channel):
+                    continue
+                for strategy, signatures in self.needs.items():
+                    for signature in signatures:
+                        if all(name in skills for name in signature[1]):
+                            sort_key = strategy_key(strategy, agent, channel, signature[0])
+                            wanted.append(((channel, signature, strategy), sort_key))
+        keep = set(wanted).intersection(old)
+        for bucket_key, sort_key in old:
+            if (bucket_key, sort_key) not in keep:
+                self._buckets[bucket_key].remove(sort_key)
+        for bucket_key, sort_key in wanted:
+            if (bucket_key, sort_key) in keep:
+                continue
+            bucket = self._buckets.get(bucket_key)
+            if bucket is None:
+                bucket = self._buckets[bucket_key] = SortedList()
+            bucket.add(sort_key)
+        if wanted:
+            self._entries[agent.id] = wanted
+
+    def __contains__(self, agent_id: str) -> bool:
+        return agent_id in self._entries
+
+
+# --------------------------------------------------------------------------- waiting conversations
+
+
+class WaitingIndex:
+    """Queued conversations per (queue, step, channel), served by priority (high first), then age."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, int, Channel], SortedList] = {}
+        self._where: dict[str, tuple[tuple[str, int, Channel], tuple[int, float, str]]] = {}
+
+    def add(self, conv: Conversation) -> None:
+        self.discard(conv.id)
+        if conv.queue_id is None:
+            return
+        group = (conv.queue_id, conv.step, conv.channel)
+        entry = (-conv.priority, _ts(conv.enqueued_at), conv.id)
+        bucket = self._groups.get(group)
+        if bucket is None:
+            bucket = self._groups[group] = SortedList()
+        bucket.add(entry)
+        self._where[conv.id] = (group, entry)
+
+    def discard(self, conversation_id: str) -> None:
+        found = self._where.pop(conversation_id, None)
+        if found is not None:
+            group, entry = found
+            bucket = self._groups[group]
+            bucket.remove(entry)
+            if not bucket:
+                del self._groups[group]
+
+    def __contains__(self, conversation_id: str) -> bool:
+        return conversation_id in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def groups(self, channel: Channel | None = None) -> Iterator[tuple[tuple[str, int, Channel], SortedList]]:
+        for group, bucket in self._groups.items():
+            if channel is None or group[2] is channel:
+                yield group, bucket
+
+    def in_queue(self, queue_id: str) -> list[str]:
+        """Conversation ids waiting in a queue, in service order across steps and channels."""
+        entries = [e for (q, _, _), bucket in self._groups.items() if q == queue_id for e in bucket]
+        return [conversation_id for _, _, conversation_id in sorted(entries)]
+
+    def all_ids(self) -> list[str]:
+        return [conversation_id for _, _, conversation_id in sorted(e for _, e in self._where.values())]

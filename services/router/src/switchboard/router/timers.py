@@ -1,0 +1,77 @@
+"""A timer heap keyed by due time, one pending timer per key, cancellation by replacement."""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+from datetime import datetime
+from typing import NamedTuple
+
+__all__ = ["TimerHeap", "TimerKey", "TimerKind"]
+
+
+class TimerKind(enum.StrEnum):
+    OFFER = "offer"
+    RELAX = "relax"
+    SLA = "sla"
+    GRACE = "grace"
+    PURGE = "purge"
+
+
+class TimerKey(NamedTuple):
+    kind: TimerKind
+    tenant_id: str
+    entity_id: str
+
+
+class TimerHeap:
+    """Pending timers in a binary heap; scheduling a key again replaces its earlier timer.
+
+    Cancelled and replaced entries stay in the heap until they surface and are skipped, so
+    every operation is O(log n) and nothing is ever polled.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[datetime, int, TimerKey]] = []
+        self._live: dict[TimerKey, tuple[datetime, int]] = {}
+        self._seq = itertools.count()
+
+    def schedule(self, key: TimerKey, due: datetime) -> None:
+        seq = next(self._seq)
+        self._live[key] = (due, seq)
+        heapq.heappush(self._heap, (due, seq, key))
+
+    def cancel(self, key: TimerKey) -> None:
+        self._live.pop(key, None)
+
+    def due_at(self, key: TimerKey) -> datetime | None:
+        entry = self._live.get(key)
+        return entry[0] if entry is not None else None
+
+    def _drop_stale(self) -> None:
+        while self._heap:
+            due, seq, key = self._heap[0]
+            if self._live.get(key) == (due, seq):
+                return
+            heapq.heappop(self._heap)
+
+    def next_deadline(self) -> datetime | None:
+        self._drop_stale()
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: datetime) -> TimerKey | None:
+        """The earliest timer due at or before ``now`` (removed), or None."""
+        self._drop_stale()
+        if not self._heap or self._heap[0][0] > now:
+            return None
+        _, _, key = heapq.heappop(self._heap)
+        del self._live[key]
+        return key
+
+    def cancel_tenant(self, tenant_id: str) -> None:
+        for key in [k for k in self._live if k.tenant_id == tenant_id]:
+            del self._live[key]
+
+    def __len__(self) -> int:
+        return len(self._live)

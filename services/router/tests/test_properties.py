@@ -1,0 +1,207 @@
+"""Property tests: random event sequences never break the routing invariants."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from switchboard.common.events import (
+    Channel,
+    ConversationResolved,
+    OfferAccepted,
+    OfferDeclined,
+    Presence,
+    PresenceChanged,
+    ReplySent,
+)
+from switchboard.router.assignment import select_agent, select_by_scan
+from switchboard.router.engine import RouterEngine
+from switchboard.router.rules import parse_rules
+from switchboard.router.state import HOLDING, ConversationStatus
+from switchboard.router.testing import FakeClock, agent_event, inbound
+
+RULES = parse_rules("""
+options: {sticky_window: 30m, reopen_window: 1h, offline_grace: 2m}
+tenants:
+  acme:
+    default_queue: general
+    sla_policies:
+      std:
+        first_response: 5m
+        escalations:
+          - {target: first_response, at: 50%, action: raise_priority}
+          - {target: first_response, at: 100%, action: reassign}
+    queues:
+      - id: billing
+        match: {keywords: [invoice]}
+        skills: {billing: 5}
+        mode: offer
+        offer_timeout: 45s
+        strategy: highest_proficiency
+        sla_policy: std
+        relaxation:
+          - {after: 2m, lower_skills: {billing: 2}}
+          - {after: 4m, widen_to: [spanish]}
+      - id: spanish
+        match: {languages: [es]}
+        skills: {spanish: 4}
+        strategy: longest_idle
+      - id: general
+        strategy: least_loaded
+        sla_policy: std
+""")
+
+CHANNELS = [Channel.EMAIL, Channel.CHAT, Channel.SMS]
+AGENTS = [f"agent-{i}" for i in range(5)]
+PRESENCES = [Presence.AVAILABLE, Presence.AVAILABLE, Presence.BUSY, Presence.OFFLINE]
+
+
+def capacity_of(index: int) -> dict[str, int]:
+    return {"email": index % 3, "chat": 1 + index % 2, "sms": 1}
+
+
+upserts = st.tuples(
+    st.just("upsert"),
+    st.integers(0, len(AGENTS) - 1),
+    st.integers(0, 10),
+    st.integers(0, 10),
+    st.sampled_from(PRESENCES),
+)
+ops = st.one_of(
+    upserts,
+    st.tuples(st.just("presence"), st.integers(0, len(AGENTS) - 1), st.sampled_from(PRESENCES)),
+    st.tuples(
+        st.just("inbound"),
+        st.integers(0, 6),
+        st.sampled_from(CHANNELS),
+        st.sampled_from(["hello", "invoice please", "hola"]),
+    ),
+    st.tuples(st.sampled_from(["accept", "decline", "resolve", "reply"]), st.integers(0, 50)),
+    st.tuples(st.just("tick"), st.integers(1, 200)),
+)
+
+
+def apply(engine: RouterEngine, clock: FakeClock, op: tuple[Any, ...]) -> None:
+    t = engine._tenants.get("acme")
+    kind = op[0]
+    if kind == "upsert":
+        _, index, billing, spanish, presence = op
+        skills = {k: v for k, v in (("billing", billing), ("spanish", spanish)) if v > 0}
+        engine.handle(agent_event(AGENTS[index], skills=skills, capacity=capacity_of(index), presence=presence))
+    elif kind == "presence":
+        if t is not None and AGENTS[op[1]] in t.agents:
+            engine.handle(PresenceChanged(tenant_id="acme", agent_id=AGENTS[op[1]], presence=op[2]))
+    elif kind == "inbound":
+        _, contact, channel, text = op
+        language = "es" if text == "hola" else None
+        engine.handle(inbound(handle=f"c{contact}", channel=channel, text=text, language=language))
+    elif kind == "tick":
+        clock.tick(op[1])
+        engine.advance()
+    elif t is not None and t.conversations:
+        conv = t.conversations[sorted(t.conversations)[op[1] % len(t.conversations)]]
+        agent = conv.agent_id or AGENTS[0]
+        if kind == "accept":
+            engine.handle(OfferAccepted(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
+        elif kind == "decline":
+            engine.handle(OfferDeclined(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
+        elif kind == "resolve":
+            engine.handle(ConversationResolved(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
+        else:
+            engine.handle(ReplySent(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
+
+
+def check_invariants(engine: RouterEngine) -> None:
+    t = engine._tenants.get("acme")
+    if t is None:
+        return
+    held: Counter[tuple[str, Channel]] = Counter()
+    for conv in t.conversations.values():
+        if conv.status in (ConversationStatus.OFFERED, ConversationStatus.ASSIGNED):
+            assert conv.agent_id is not None, conv
+        if conv.agent_id is not None:
+            # waiting-for-customer work may have been returned by an offline agent (no holder)
+            assert conv.status in HOLDING, conv
+        if conv.agent_id is not None:
+            held[(conv.agent_id, conv.channel)] += 1
+            # a conversation is held by exactly one agent, and that agent's set knows it
+            owners = [a for a, convs in t.held.items() if conv.id in convs]
+            assert owners == [conv.agent_id]
+        assert (conv.id in t.waiting) == (conv.status is ConversationStatus.QUEUED and conv.queue_id is not None)
+    for agent in t.agents.values():
+        for channel in CHANNELS:
+            load = agent.load.get(channel, 0)
+            assert load == held[(agent.id, channel)]
+            assert load <= agent.capacity.get(channel, 0), (agent.id, channel, load)
+    for conv_id in t.waiting.all_ids():
+        conv = t.conversations[conv_id]
+        requirement = t.requirement(conv)
+        queue = t.rules.queue(conv.queue_id or "")
+        assert requirement is not None
+        assert queue is not None
+        variables = engine._vars_of(t, conv)
+        # no eligible agent is left idle while work waits (checked by scanning everyone)
+        free = select_by_scan(t.agents.values(), conv.channel, requirement, queue, conv.declined_by, variables)
+        assert free is None, (conv_id, free)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(upserts, min_size=2, max_size=5), st.lists(ops, min_size=1, max_size=50))
+def test_random_sequences_keep_the_invariants(roster: list[tuple[Any, ...]], sequence: list[tuple[Any, ...]]) -> None:
+    clock = FakeClock()
+    engine = RouterEngine(RULES, clock)
+    for op in [*roster, *sequence]:
+        apply(engine, clock, op)
+        check_invariants(engine)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    agents=st.lists(
+        st.tuples(
+            st.integers(0, 10),
+            st.integers(0, 10),
+            st.integers(0, 3),
+            st.integers(0, 3),
+            st.sampled_from(PRESENCES),
+            st.integers(0, 1000),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    queue_id=st.sampled_from(["billing", "spanish", "general"]),
+    step=st.integers(0, 2),
+    channel=st.sampled_from(CHANNELS),
+    declined=st.sets(st.integers(0, 24), max_size=5),
+)
+def test_indexed_selection_equals_a_full_scan(
+    agents: list[tuple[int, int, int, int, Presence, int]],
+    queue_id: str,
+    step: int,
+    channel: Channel,
+    declined: set[int],
+) -> None:
+    clock = FakeClock()
+    engine = RouterEngine(RULES, clock)
+    for i, (billing, spanish, cap, _load, presence, idle) in enumerate(agents):
+        skills = {k: v for k, v in (("billing", billing), ("spanish", spanish)) if v > 0}
+        clock.set(FakeClock().now + timedelta(seconds=idle))
+        engine.handle(agent_event(f"a{i}", skills=skills, capacity={channel: cap}, presence=presence))
+    t = engine._tenants["acme"]
+    for i, (_, _, cap, load, _, _) in enumerate(agents):
+        agent = t.agents[f"a{i}"]
+        agent.load[channel] = min(load, cap)
+        t.index.update(agent)
+    steps = t.requirements[queue_id]
+    requirement = steps[min(step, len(steps) - 1)]
+    queue = t.rules.queue(queue_id)
+    assert queue is not None
+    excluded = {f"a{i}" for i in declined}
+    variables = lambda: {}  # noqa: E731
+    indexed = select_agent(t.agents, t.index, channel, requirement, queue, excluded, variables)
+    scanned = select_by_scan(t.agents.values(), channel, requirement, queue, excluded, variables)
+    assert (indexed.agent.id if indexed.agent else None) == (scanned.id if scanned else None)
