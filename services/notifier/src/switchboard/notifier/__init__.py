@@ -1,0 +1,1 @@
+"""Switchboard notifier: delivers dispatches to the tools agents use and takes their answers back."""

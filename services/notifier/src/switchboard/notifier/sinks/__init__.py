@@ -1,0 +1,1 @@
+"""The built-in sinks: Slack, Microsoft Teams, email over SMTP, signed webhooks."""

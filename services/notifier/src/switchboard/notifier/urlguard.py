@@ -1,0 +1,124 @@
+"""Which URLs the notifier may post to: http(s) only, allowed hosts only, public addresses only.
+
+:class:`UrlPolicy` checks a URL before a send (scheme, host allow-list, every address the
+host resolves to). :class:`GuardedResolver` applies the same address rule inside the HTTP
+client's connector, so a name that re-resolves to a private address between the check
+and the connection (DNS rebinding) is refused too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from yarl import URL
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolve = Callable[[str, int], Awaitable[list[str]]]
+
+
+class UrlRefused(OSError):
+    """A URL the policy does not allow; the reason is safe to report."""
+
+
+@dataclass(frozen=True, slots=True)
+class UrlPolicy:
+    """``allowed_hosts``: exact host names or ``*.example.com`` (any sub-domain); ``*`` allows any host.
+
+    ``allow_private`` lets loopback, private, link-local and other non-global addresses
+    through; it is meant for tests and for a helpdesk deliberately on the internal network.
+    """
+
+    allowed_hosts: tuple[str, ...] = ()
+    allow_private: bool = False
+
+    def host_allowed(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        for pattern in self.allowed_hosts:
+            pattern = pattern.lower().rstrip(".")
+            if pattern == "*" or pattern == host:
+                return True
+            if pattern.startswith("*.") and host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        return False
+
+    def address_allowed(self, address: str) -> bool:
+        try:
+            ip: IpAddress = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if self.allow_private:
+            return True
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return ip.is_global and not ip.is_multicast
+
+    def check_url(self, url: str) -> URL:
+        """Scheme and host checks (no resolution); raises :class:`UrlRefused`."""
+        try:
+            parsed = URL(url)
+        except (ValueError, TypeError):
+            raise UrlRefused("not a valid URL") from None
+        if parsed.scheme not in ("http", "https"):
+            raise UrlRefused(f"scheme {parsed.scheme or '(none)'!r} is not http or https")
+        host = parsed.raw_host
+        if not host:
+            raise UrlRefused("URL has no host")
+        if parsed.user is not None or parsed.password is not None:
+            raise UrlRefused("URL carries credentials")
+        if not self.host_allowed(host):
+            raise UrlRefused(f"host {host!r} is not in the allowed hosts")
+        return parsed
+
+    async def check(self, url: str, resolve: Resolve | None = None) -> URL:
+        """Full check: scheme, host allow-list and every address the host resolves to."""
+        parsed = self.check_url(url)
+        host = parsed.raw_host
+        assert host is not None
+        try:
+            addresses = [str(ipaddress.ip_address(host.strip("[]")))]
+        except ValueError:
+            addresses = await (resolve or system_resolve)(host, parsed.port or 0)
+        self.check_addresses(host, addresses)
+        return parsed
+
+    def check_addresses(self, host: str, addresses: Iterable[str]) -> None:
+        found = list(addresses)
+        if not found:
+            raise UrlRefused(f"host {host!r} did not resolve")
+        bad = [a for a in found if not self.address_allowed(a)]
+        if bad:
+            raise UrlRefused(f"host {host!r} resolves to a non-public address ({bad[0]})")
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    resolver = DefaultResolver()
+    try:
+        results = await resolver.resolve(host, port, socket.AF_UNSPEC)
+    except OSError as exc:
+        raise UrlRefused(f"host {host!r} did not resolve: {exc.strerror or type(exc).__name__}") from None
+    finally:
+        await resolver.close()
+    return [r["host"] for r in results]
+
+
+class GuardedResolver(AbstractResolver):
+    """An aiohttp resolver that refuses a host when any of its addresses is not allowed."""
+
+    def __init__(self, policy: UrlPolicy, inner: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        self._inner = inner if inner is not None else DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        self._policy.check_addresses(host, [r["host"] for r in results])
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
