@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from switchboard.common.events import DeadLetter, InboundMessage, RecordCodec, decode
-from switchboard.common.kafka import ConsumerLoop, Message, RecordProducer
+from switchboard.common.kafka import BrokerUnavailable, ConsumerLoop, Message, RecordProducer
 from switchboard.common.metrics import KafkaMetrics, new_registry
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.testing import committed_offsets, consume, eventually, sample_inbound
@@ -119,3 +119,41 @@ async def test_failing_record_goes_to_dlq_and_the_partition_moves_on(
     assert garbage.source_value == b"\xffnot json at all"
     assert "not JSON" in garbage.error
     assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 4
+
+
+async def test_consumer_loop_can_run_again_after_a_failure(kafka_settings: KafkaSettings, topic_prefix: str) -> None:
+    """A loop whose run() ended with an error (as when a commit's flush fails) restarts cleanly."""
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    seen: list[str] = []
+    fail_once = [True]
+
+    async def handler(message: Message) -> None:
+        assert isinstance(message.record, InboundMessage)
+        seen.append(message.record.provider_message_id)
+
+    async with RecordProducer(kafka_settings) as producer:
+        original_flush = producer.flush
+
+        async def flaky_flush() -> None:
+            if fail_once[0]:
+                fail_once[0] = False
+                raise BrokerUnavailable("simulated: broker went away at commit time")
+            await original_flush()
+
+        producer.flush = flaky_flush  # type: ignore[method-assign]
+        await producer.send(topics.inbound, sample_inbound(1))
+        loop = ConsumerLoop(
+            kafka=kafka_settings,
+            topics=[topics.inbound],
+            group_id=f"g-{uuid.uuid4().hex[:8]}",
+            handler=handler,
+            producer=producer,
+            dlq_topic=topics.dlq,
+        )
+        with pytest.raises(BrokerUnavailable):
+            await loop.run()
+        task = asyncio.create_task(loop.run())  # re-run: the uncommitted record is read again
+        await eventually(lambda: seen == ["m-1", "m-1"])
+        await loop.stop()
+        await task

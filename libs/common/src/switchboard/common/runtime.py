@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from switchboard.common.events import RecordCodec
 from switchboard.common.kafka.consumer import ConsumerLoop, PartitionsCallback, RecordHandler
-from switchboard.common.kafka.producer import RecordProducer
+from switchboard.common.kafka.producer import BrokerUnavailable, RecordProducer
 from switchboard.common.logging import configure_logging, get_logger
 from switchboard.common.metrics import KafkaMetrics, new_registry
 from switchboard.common.settings import ServiceSettings
@@ -127,7 +127,8 @@ class Kafka:
             try:
                 await loop.run()
                 return
-            except (KafkaError, OSError) as exc:
+            except (KafkaError, OSError, BrokerUnavailable) as exc:
+                # Nothing after the last commit is lost: the restarted loop re-reads from there.
                 log.warning("consumer failed; restarting", consumer=name, error=repr(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

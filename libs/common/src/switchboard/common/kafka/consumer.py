@@ -128,7 +128,14 @@ class ConsumerLoop:
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; the batch in hand is finished and committed before returning."""
-        await self.start()
+        if self._stop.is_set():
+            return
+        self._done.clear()
+        try:
+            await self.start()
+        except BaseException:
+            self._done.set()
+            raise
         assert self._consumer is not None
         consumer = self._consumer
         try:
@@ -286,7 +293,13 @@ class ConsumerLoop:
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         if not self._uncommitted:
             return
-        await self.producer.flush()
+        try:
+            await self.producer.flush()
+        except BrokerUnavailable:
+            # Some output was not acknowledged: these offsets must never be committed. Whoever
+            # consumes next (this loop restarted, or the partition's next owner) re-reads them.
+            self._uncommitted.clear()
+            raise
         offsets, self._uncommitted = dict(self._uncommitted), {}
         try:
             await consumer.commit(offsets)
