@@ -1,0 +1,221 @@
+"""End-to-end ingest throughput onto a real broker, each next to a baseline from the same run.
+
+Run: ``.venv/bin/python services/ingest_email/bench/bench_ingest.py [--messages 2000]``
+
+* webhook: SendGrid Inbound Parse posts (raw MIME in ``email``) through the full service
+  (auth, form parsing, normalization, publish with ``acks=all``) vs an aiohttp handler that
+  only reads the form and answers 200;
+* SMTP: 16 concurrent smtplib clients through the full service vs an aiosmtpd handler that
+  only accepts.
+
+The clients run in a separate process (so they do not share the service's GIL); the broker
+is ``SWITCHBOARD_KAFKA_BOOTSTRAP`` when set, otherwise the embedded Tansu broker. The
+message is the typical ~10 KB multipart/alternative with a small attachment from
+``bench_normalize.py``; each one gets its own Message-ID. The normalization's own cost per
+message is measured separately at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import smtplib
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_normalize import typical_message  # type: ignore[import-not-found]
+
+from switchboard.common.broker import EmbeddedBroker
+from switchboard.common.logging import configure_logging
+from switchboard.common.runtime import KAFKA, running_app
+from switchboard.common.settings import KafkaSettings
+from switchboard.ingest_email.app import INGEST_EMAIL, build_app
+from switchboard.ingest_email.normalize import normalize_email
+from switchboard.ingest_email.settings import IngestEmailSettings
+from switchboard.ingest_email.smtp import LenientSMTP
+
+SECRET = uuid.uuid4().hex  # a throwaway per-run webhook secret
+TEMPLATE: bytes = typical_message()
+
+
+def message(n: int) -> bytes:
+    return TEMPLATE.replace(b"<bench-1@example.org>", f"<bench-{n}-{uuid.uuid4().hex}@example.org>".encode())
+
+
+# --------------------------------------------------------------------------- clients (own process)
+
+
+def http_client(url: str, count: int, concurrency: int) -> float:
+    async def run() -> float:
+        bodies = [message(i).decode() for i in range(count)]
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for body in bodies:
+            queue.put_nowait(body)
+        failures = 0
+
+        async def worker(http: aiohttp.ClientSession) -> None:
+            nonlocal failures
+            while not queue.empty():
+                body = queue.get_nowait()
+                form = aiohttp.FormData(default_to_multipart=True)
+                form.add_field("email", body)
+                async with http.post(url, data=form) as resp:
+                    await resp.read()
+                    failures += resp.status != 200
+
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+        if failures:
+            raise RuntimeError(f"{failures} webhook posts failed")
+        return elapsed
+
+    return asyncio.run(run())
+
+
+def smtp_clients(port: int, count: int, clients: int) -> float:
+    per_client = count // clients
+    errors: list[BaseException] = []
+
+    def client(c: int) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as conn:
+                for i in range(per_client):
+                    conn.sendmail("a@customer.example", ["support@bench.example"], message(c * per_client + i))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} SMTP clients failed: {errors[0]!r}")
+    return elapsed
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+class AcceptOnly:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        return "250 OK"
+
+
+@contextlib.asynccontextmanager
+async def baseline_http() -> AsyncIterator[str]:
+    async def read_only(request: web.Request) -> web.Response:
+        await request.post()
+        return web.json_response({"status": "accepted"})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/inbound", read_only)
+    async with running_app(app) as url:
+        yield f"{url}/inbound"
+
+
+@contextlib.asynccontextmanager
+async def baseline_smtp() -> AsyncIterator[int]:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: LenientSMTP(AcceptOnly(), loop=loop), "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# --------------------------------------------------------------------------- main
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    existing = os.environ.get("SWITCHBOARD_KAFKA_BOOTSTRAP")
+    if existing:
+        yield existing
+        return
+    with EmbeddedBroker() as embedded:
+        yield embedded.bootstrap
+
+
+async def bench(bootstrap: str, count: int, concurrency: int, smtp_count: int) -> list[tuple[str, float, float]]:
+    settings = IngestEmailSettings(
+        kafka=KafkaSettings(bootstrap=bootstrap, partitions=3),
+        topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
+        smtp_host="127.0.0.1",
+        smtp_port=0,
+        recipients={"@bench.example": "bench"},
+        sendgrid_secrets={"bench": SECRET},
+        log_level="warning",
+    )
+    app = build_app(settings)
+    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    loop = asyncio.get_running_loop()
+    rows = []
+    with pool:
+        await loop.run_in_executor(pool, http_client, "http://127.0.0.1:1/", 0, 1)  # warm the process
+        async with running_app(app) as url:
+            async with asyncio.timeout(30):
+                await app[KAFKA].connected.wait()
+            smtp = app[INGEST_EMAIL].smtp
+            assert smtp is not None
+            await loop.run_in_executor(pool, http_client, f"{url}/inbound/sendgrid/bench/{SECRET}", 50, concurrency)
+            full_http = await loop.run_in_executor(
+                pool, http_client, f"{url}/inbound/sendgrid/bench/{SECRET}", count, concurrency
+            )
+            full_smtp = await loop.run_in_executor(pool, smtp_clients, smtp.port, smtp_count, 16)
+        async with baseline_http() as base_url:
+            base_http = await loop.run_in_executor(pool, http_client, base_url, count, concurrency)
+        async with baseline_smtp() as port:
+            base_smtp = await loop.run_in_executor(pool, smtp_clients, port, smtp_count, 16)
+    rows.append((f"webhook (SendGrid raw MIME, {concurrency} in flight)", count / base_http, count / full_http))
+    rows.append(("SMTP (16 concurrent clients)", smtp_count / base_smtp, smtp_count / full_smtp))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=2000, help="webhook posts")
+    parser.add_argument("--smtp-messages", type=int, default=960, help="SMTP messages (split over 16 clients)")
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    configure_logging("warning", "json")  # as the service runs it: one info line per message otherwise
+    with broker() as bootstrap:
+        rows = asyncio.run(bench(bootstrap, args.messages, args.concurrency, args.smtp_messages))
+    raw = message(0)
+    started, n = time.perf_counter(), 500
+    for _ in range(n):
+        normalize_email(raw, tenant_id="bench", provider="bench")
+    per_message = (time.perf_counter() - started) / n
+    print(f"{'messages per second':<48} {'baseline':>10} {'full service':>13}")
+    for name, base, full in rows:
+        print(f"{name:<48} {base:>10.0f} {full:>13.0f}")
+    print(f"normalization alone: {per_message * 1e6:.0f} us per message ({1 / per_message:.0f}/s on one core)")
+
+
+if __name__ == "__main__":
+    main()

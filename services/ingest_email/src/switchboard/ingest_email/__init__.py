@@ -1,0 +1,1 @@
+"""Switchboard email ingest: SMTP listener, inbound-email webhooks, one normalization."""

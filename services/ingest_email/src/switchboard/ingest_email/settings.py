@@ -1,0 +1,129 @@
+"""Settings of the email ingest service: ``SWITCHBOARD_*`` environment variables.
+
+Maps and secrets are JSON in the environment, for example::
+
+    SWITCHBOARD_RECIPIENTS='{"support@acme.example": {"tenant": "acme", "inbox": "support"},
+                             "@globex.example": "globex"}'
+    SWITCHBOARD_MAILGUN_SIGNING_KEYS='{"acme": "key-..."}'
+    SWITCHBOARD_SENDGRID_SECRETS='{"acme": "long-random-secret"}'
+    SWITCHBOARD_POSTMARK_BASIC_AUTH='{"acme": "user:password"}'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+
+from switchboard.common.settings import ServiceSettings
+
+from .imap import ImapMailbox
+from .normalize import NormalizeLimits
+from .routing import RecipientMap, Route
+
+__all__ = ["ImapMailboxSettings", "IngestEmailSettings", "RecipientRoute"]
+
+TenantId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class RecipientRoute(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: TenantId
+    inbox: str | None = None
+
+
+class ImapMailboxSettings(BaseModel):
+    """One mailbox to poll (``SWITCHBOARD_IMAP_MAILBOXES`` is a JSON list of these)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    host: str
+    port: int = Field(default=993, ge=1, le=65535)
+    use_ssl: bool = True
+    username: str
+    password: SecretStr
+    tenant: TenantId
+    inbox: str | None = None
+    folder: str = "INBOX"
+    address: str | None = Field(default=None, description="The mailbox's own address (recipient, reply tokens)")
+    move_to: str | None = Field(default=None, description="Move processed mail here instead of flagging it seen")
+    poll_seconds: float = Field(default=60.0, gt=0)
+    idle: bool = True
+
+    def mailbox(self) -> ImapMailbox:
+        return ImapMailbox(
+            name=self.name,
+            host=self.host,
+            port=self.port,
+            use_ssl=self.use_ssl,
+            username=self.username,
+            password=self.password.get_secret_value(),
+            tenant_id=self.tenant,
+            inbox=self.inbox,
+            folder=self.folder,
+            address=self.address,
+            move_to=self.move_to,
+            poll_seconds=self.poll_seconds,
+            idle=self.idle,
+        )
+
+
+class IngestEmailSettings(ServiceSettings):
+    service_name: str = "ingest-email"
+    http_port: int = Field(default=8081, ge=0, le=65535)
+
+    recipients: dict[str, RecipientRoute | TenantId] = Field(
+        default_factory=dict,
+        description="Recipient address or @domain -> tenant (or {tenant, inbox})",
+    )
+
+    smtp_enabled: bool = True
+    smtp_host: str = "0.0.0.0"  # noqa: S104  # a container listens on all interfaces
+    smtp_port: int = Field(default=2525, ge=0, le=65535)
+    smtp_hostname: str | None = Field(default=None, description="Name in the SMTP greeting (default: the host's)")
+    smtp_max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    smtp_tls_cert_file: Path | None = None
+    smtp_tls_key_file: Path | None = None
+    smtp_require_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    mailgun_signing_keys: dict[TenantId, SecretStr] = Field(default_factory=dict)
+    mailgun_timestamp_tolerance_seconds: float = Field(default=300.0, gt=0)
+    mailgun_replay_cache_size: int = Field(default=50_000, ge=100)
+    sendgrid_secrets: dict[TenantId, SecretStr] = Field(default_factory=dict)
+    postmark_basic_auth: dict[TenantId, SecretStr] = Field(
+        default_factory=dict, description="tenant -> 'user:password'"
+    )
+    webhook_max_body_bytes: int = Field(default=36 * 1024 * 1024, ge=1024)
+
+    imap_mailboxes: list[ImapMailboxSettings] = Field(default_factory=list)
+
+    blob_dir: Path | None = Field(default=None, description="Local directory for attachment content; off when unset")
+    max_attachments: int = Field(default=100, ge=0)
+    max_attachment_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    max_total_attachment_bytes: int = Field(default=25 * 1024 * 1024, ge=0)
+    max_html_chars: int = Field(default=512 * 1024, ge=0)
+    max_text_chars: int = Field(default=256 * 1024, ge=0)
+    reply_languages: tuple[str, ...] = Field(
+        default=("en",), description="Languages of reply headers to recognise (mail-parser-reply codes)"
+    )
+
+    def recipient_map(self) -> RecipientMap:
+        routes = {}
+        for key, value in self.recipients.items():
+            route = value if isinstance(value, RecipientRoute) else RecipientRoute(tenant=value)
+            routes[key] = Route(route.tenant, route.inbox)
+        return RecipientMap(routes)
+
+    def normalize_limits(self) -> NormalizeLimits:
+        return NormalizeLimits(
+            max_text_chars=self.max_text_chars,
+            max_html_chars=self.max_html_chars,
+            max_attachments=self.max_attachments,
+            max_attachment_bytes=self.max_attachment_bytes,
+            max_total_attachment_bytes=self.max_total_attachment_bytes,
+            reply_languages=self.reply_languages,
+        )
