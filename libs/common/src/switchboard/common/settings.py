@@ -28,6 +28,11 @@ class KafkaSettings(BaseSettings):
         default=False, description="Idempotent producer; needs broker support (the embedded broker lacks it)"
     )
     linger_ms: int = Field(default=5, ge=0)
+    max_batch_size: int = Field(
+        default=1024**2,
+        ge=16384,
+        description="Producer batch size per partition; inbound records are ~10 KB, so the 16 KiB default is too small",
+    )
     fetch_max_wait_ms: int = Field(
         default=100,
         ge=1,

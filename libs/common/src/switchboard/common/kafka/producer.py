@@ -63,6 +63,7 @@ class RecordProducer:
             acks="all",
             enable_idempotence=self._kafka.enable_idempotence,
             linger_ms=self._kafka.linger_ms,
+            max_batch_size=self._kafka.max_batch_size,
         )
         try:
             await producer.start()
