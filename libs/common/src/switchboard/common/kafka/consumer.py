@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from switchboard.common.events import DeadLetter, Record, RecordCodec, SchemaError
@@ -177,7 +177,7 @@ class ConsumerLoop:
 
     # ----------------------------------------------------------------- batch handling
 
-    async def _handle_batch(self, batch: dict[TopicPartition, list[object]]) -> None:
+    async def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         consumer = self._consumer
         assert consumer is not None
         started = asyncio.get_running_loop().time()
@@ -186,34 +186,32 @@ class ConsumerLoop:
                 handled = await self._handle_one(raw)
                 if not handled:  # stopping while the broker is away: leave the rest uncommitted
                     return
-                self._uncommitted[tp] = raw.offset + 1  # type: ignore[attr-defined]
+                self._uncommitted[tp] = raw.offset + 1
             if self.metrics is not None and raws:
                 self.metrics.consumed.labels(tp.topic).inc(len(raws))
                 highwater = consumer.highwater(tp)
                 if highwater is not None:
-                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(
-                        max(0, highwater - raws[-1].offset - 1)  # type: ignore[attr-defined]
-                    )
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - raws[-1].offset - 1))
         await self._commit(consumer)
         if self.metrics is not None:
             self.metrics.batch_seconds.observe(asyncio.get_running_loop().time() - started)
 
-    async def _handle_one(self, raw: object) -> bool:
+    async def _handle_one(self, raw: ConsumerRecord[bytes, bytes]) -> bool:
         """Handle one consumed record; False when the loop is stopping with the broker away."""
-        topic: str = raw.topic  # type: ignore[attr-defined]
+        topic: str = raw.topic
         try:
-            record = self.codec.decode(raw.value)  # type: ignore[attr-defined]
+            record = self.codec.decode(raw.value)
         except (SchemaError, ValueError) as exc:
             return await self._dead_letter(raw, exc, attempts=1)
         message = Message(
             record=record,
             topic=topic,
-            partition=raw.partition,  # type: ignore[attr-defined]
-            offset=raw.offset,  # type: ignore[attr-defined]
-            key=raw.key,  # type: ignore[attr-defined]
-            value=raw.value,  # type: ignore[attr-defined]
-            timestamp_ms=raw.timestamp,  # type: ignore[attr-defined]
-            headers=tuple(raw.headers or ()),  # type: ignore[attr-defined]
+            partition=raw.partition,
+            offset=raw.offset,
+            key=raw.key,
+            value=raw.value,
+            timestamp_ms=raw.timestamp,
+            headers=tuple(raw.headers or ()),
         )
         attempt = 0
         infra_backoff = self.retry_backoff
@@ -245,18 +243,18 @@ class ConsumerLoop:
                     return await self._dead_letter(raw, exc, attempts=attempt)
                 await self._sleep_or_stop(self.retry_backoff * 2 ** (attempt - 1))
 
-    async def _dead_letter(self, raw: object, exc: BaseException, *, attempts: int) -> bool:
-        key: bytes | None = raw.key  # type: ignore[attr-defined]
+    async def _dead_letter(self, raw: ConsumerRecord[bytes, bytes], exc: BaseException, *, attempts: int) -> bool:
+        key: bytes | None = raw.key
         tenant = key.decode("utf-8", "replace") if key else None
         letter = DeadLetter(
             tenant_id=tenant if tenant and _TENANT.match(tenant) else None,
-            source_topic=raw.topic,  # type: ignore[attr-defined]
-            source_partition=raw.partition,  # type: ignore[attr-defined]
-            source_offset=raw.offset,  # type: ignore[attr-defined]
+            source_topic=raw.topic,
+            source_partition=raw.partition,
+            source_offset=raw.offset,
             consumer_group=self.group_id,
             source_key=key,
-            source_value=raw.value,  # type: ignore[attr-defined]
-            source_headers=tuple(raw.headers or ()),  # type: ignore[attr-defined]
+            source_value=raw.value,
+            source_headers=tuple(raw.headers or ()),
             error_type=type(exc).__name__,
             error=str(exc)[:4000],
             attempts=attempts,
