@@ -157,3 +157,86 @@ async def test_consumer_loop_can_run_again_after_a_failure(kafka_settings: Kafka
         await eventually(lambda: seen == ["m-1", "m-1"])
         await loop.stop()
         await task
+
+
+async def test_concurrency_key_runs_keys_side_by_side_and_keeps_order_within_a_key(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    """Key "a" waits for key "b" to be handled: that only finishes if keys run concurrently."""
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    b_done = asyncio.Event()
+    order: list[str] = []
+
+    async def handler(message: Message) -> None:
+        record = message.record
+        assert isinstance(record, InboundMessage)
+        if record.text == "a" and not order:
+            await asyncio.wait_for(b_done.wait(), 10)
+        order.append(f"{record.text}:{record.provider_message_id}")
+        if record.text == "b":
+            b_done.set()
+
+    async with RecordProducer(kafka_settings) as producer:
+        # One tenant, so one partition: a1, a2, b3, a4 in this order.
+        for n, lane in ((1, "a"), (2, "a"), (3, "b"), (4, "a")):
+            await producer.send(topics.inbound, sample_inbound(n, text=lane))
+        await producer.send_raw(topics.inbound, b"acme", b"not json")
+        loop = ConsumerLoop(
+            kafka=kafka_settings,
+            topics=[topics.inbound],
+            group_id=group,
+            handler=handler,
+            producer=producer,
+            dlq_topic=topics.dlq,
+            concurrency_key=lambda m: getattr(m.record, "text", ""),
+        )
+        task = asyncio.create_task(loop.run())
+        await eventually(lambda: len(order) == 4)
+        letters = await consume(kafka_settings.bootstrap, topics.dlq, count=1)
+        await eventually(lambda: loop._uncommitted == {})
+        await loop.stop()
+        await task
+    assert order[0] == "b:m-3"  # b overtook the a's, which kept their own order
+    assert order[1:] == ["a:m-1", "a:m-2", "a:m-4"]
+    assert decode(letters[0].value).error_type == "SchemaError"  # type: ignore[attr-defined]
+    assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 5
+
+
+async def test_on_batch_end_runs_before_the_commit_and_on_idle_polls(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    handled: list[str] = []
+    ends: list[tuple[int, int]] = []  # (records handled so far, records committed so far)
+
+    async def handler(message: Message) -> None:
+        assert isinstance(message.record, InboundMessage)
+        handled.append(message.record.provider_message_id)
+
+    async with RecordProducer(kafka_settings) as producer:
+        await producer.send(topics.inbound, sample_inbound(1))
+
+        async def batch_end() -> None:
+            committed = sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values())
+            ends.append((len(handled), committed))
+
+        loop = ConsumerLoop(
+            kafka=kafka_settings,
+            topics=[topics.inbound],
+            group_id=group,
+            handler=handler,
+            producer=producer,
+            dlq_topic=topics.dlq,
+            on_batch_end=batch_end,
+            poll_timeout_ms=50,
+        )
+        task = asyncio.create_task(loop.run())
+        await eventually(lambda: len([e for e in ends if e[0] == 1]) >= 3)  # idle polls keep calling it
+        await loop.stop()
+        await task
+    assert (1, 0) in ends  # the batch end saw the record handled but not yet committed
+    assert (1, 1) in ends  # later polls see the commit

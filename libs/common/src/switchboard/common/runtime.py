@@ -28,7 +28,13 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from switchboard.common.events import RecordCodec
-from switchboard.common.kafka.consumer import ConsumerLoop, PartitionsCallback, RecordHandler
+from switchboard.common.kafka.consumer import (
+    BatchCallback,
+    ConcurrencyKey,
+    ConsumerLoop,
+    PartitionsCallback,
+    RecordHandler,
+)
 from switchboard.common.kafka.producer import BrokerUnavailable, RecordProducer
 from switchboard.common.logging import configure_logging, get_logger
 from switchboard.common.metrics import KafkaMetrics, new_registry
@@ -63,6 +69,11 @@ class ConsumerSpec:
     codec: RecordCodec | None = None
     on_assigned: PartitionsCallback | None = None
     on_revoked: PartitionsCallback | None = None
+    concurrency_key: ConcurrencyKey | None = None
+    max_concurrency: int = 16
+    on_batch_end: BatchCallback | None = None
+    assignors: tuple[type, ...] | None = None
+    poll_timeout_ms: int = 500
 
 
 @dataclass
@@ -117,6 +128,11 @@ class Kafka:
                 on_assigned=spec.on_assigned,
                 on_revoked=spec.on_revoked,
                 client_id=f"{self.settings.service_name}-{spec.name}",
+                concurrency_key=spec.concurrency_key,
+                max_concurrency=spec.max_concurrency,
+                on_batch_end=spec.on_batch_end,
+                assignors=spec.assignors,
+                poll_timeout_ms=spec.poll_timeout_ms,
             )
             self.consumers[spec.name] = loop
             self._tasks.append(asyncio.create_task(self._run_consumer(spec.name, loop), name=spec.name))

@@ -9,13 +9,23 @@ the broker answers or the loop is stopped, and nothing after it is committed.
 
 Offsets are committed only after the producer has flushed (so whatever the handler wrote
 with ``send_soon`` is acknowledged), and also when partitions are revoked.
+
+Two options change how a batch is handled:
+
+- ``concurrency_key``: records with different keys (for example different conversations)
+  are handled concurrently, up to ``max_concurrency`` at a time, while records with the
+  same key keep their partition order. The batch's offsets are committed once every key
+  is done, so nothing is committed past a record still in flight.
+- ``on_batch_end``: called after every poll (also an empty one), still holding the
+  processing lock and before the commit: a stateful consumer writes its changelog there,
+  or fires its timers while no input arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,6 +62,8 @@ class RecordHandler(Protocol):
 
 
 PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
+BatchCallback = Callable[[], Awaitable[None]]
+ConcurrencyKey = Callable[[Message], Hashable]
 
 
 @dataclass
@@ -85,6 +97,11 @@ class ConsumerLoop:
     on_revoked: PartitionsCallback | None = None
     client_id: str | None = None
     poll_timeout_ms: int = 500
+    concurrency_key: ConcurrencyKey | None = None
+    max_concurrency: int = 16
+    on_batch_end: BatchCallback | None = None
+    assignors: tuple[type, ...] | None = None
+    """Partition assignment strategies (aiokafka's round robin by default; range co-partitions topics)."""
 
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     _listener: _Listener | None = field(default=None, init=False)
@@ -101,6 +118,18 @@ class ConsumerLoop:
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer is not None else set()
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Move the next fetch of an assigned partition (from ``on_assigned``, say, after a restore)."""
+        if self._consumer is not None:
+            self._consumer.seek(tp, offset)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset of ``tp`` (None when it has none)."""
+        if self._consumer is None:
+            return None
+        offset: int | None = await self._consumer.committed(tp)
+        return offset
+
     async def start(self) -> None:
         """Connect and subscribe (raises when the broker cannot be reached)."""
         if self._consumer is not None:
@@ -116,6 +145,7 @@ class ConsumerLoop:
             session_timeout_ms=self.kafka.session_timeout_ms,
             heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
             isolation_level="read_committed",
+            **({"partition_assignment_strategy": self.assignors} if self.assignors else {}),
         )
         try:
             await consumer.start()
@@ -151,7 +181,7 @@ class ConsumerLoop:
                     await asyncio.gather(fetch, return_exceptions=True)
                     break
                 batch = fetch.result()
-                if batch:
+                if batch or self.on_batch_end is not None:
                     async with self._processing:
                         await self._handle_batch(batch)
         finally:
@@ -181,31 +211,66 @@ class ConsumerLoop:
         consumer = self._consumer
         assert consumer is not None
         started = asyncio.get_running_loop().time()
+        if self.concurrency_key is None:
+            for tp, raws in batch.items():
+                for raw in raws:
+                    handled = await self._handle_one(raw)
+                    if not handled:  # stopping while the broker is away: leave the rest uncommitted
+                        return
+                    self._uncommitted[tp] = raw.offset + 1
+        elif not await self._handle_concurrently(batch):
+            return
         for tp, raws in batch.items():
-            for raw in raws:
-                handled = await self._handle_one(raw)
-                if not handled:  # stopping while the broker is away: leave the rest uncommitted
-                    return
-                self._uncommitted[tp] = raw.offset + 1
             if self.metrics is not None and raws:
                 self.metrics.consumed.labels(tp.topic).inc(len(raws))
                 highwater = consumer.highwater(tp)
                 if highwater is not None:
                     self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - raws[-1].offset - 1))
+        if self.on_batch_end is not None:
+            await self.on_batch_end()
         await self._commit(consumer)
-        if self.metrics is not None:
+        if batch and self.metrics is not None:
             self.metrics.batch_seconds.observe(asyncio.get_running_loop().time() - started)
 
-    async def _handle_one(self, raw: ConsumerRecord[bytes, bytes]) -> bool:
-        """Handle one consumed record; False when the loop is stopping with the broker away."""
-        topic: str = raw.topic
+    async def _handle_concurrently(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> bool:
+        """Handle each key's records in order, keys side by side; True when the whole batch is done."""
+        assert self.concurrency_key is not None
+        lanes: dict[Hashable, list[tuple[ConsumerRecord[bytes, bytes], Message | None]]] = {}
+        for raws in batch.values():
+            for raw in raws:
+                message = self._decode(raw)
+                # An undecodable record has no key of its own: it keeps its partition's order.
+                lane = (
+                    ("partition", raw.topic, raw.partition)
+                    if isinstance(message, BaseException)
+                    else ("key", self.concurrency_key(message))
+                )
+                lanes.setdefault(lane, []).append((raw, None if isinstance(message, BaseException) else message))
+        gate = asyncio.Semaphore(self.max_concurrency)
+
+        async def run_lane(items: list[tuple[ConsumerRecord[bytes, bytes], Message | None]]) -> bool:
+            async with gate:
+                for raw, message in items:
+                    if not await self._handle_one(raw, message):
+                        return False
+                return True
+
+        results = await asyncio.gather(*(run_lane(items) for items in lanes.values()))
+        if not all(results):
+            return False  # stopping with the broker away: commit nothing of this batch
+        for tp, raws in batch.items():
+            if raws:
+                self._uncommitted[tp] = raws[-1].offset + 1
+        return True
+
+    def _decode(self, raw: ConsumerRecord[bytes, bytes]) -> Message | BaseException:
         try:
             record = self.codec.decode(raw.value)
         except (SchemaError, ValueError) as exc:
-            return await self._dead_letter(raw, exc, attempts=1)
-        message = Message(
+            return exc
+        return Message(
             record=record,
-            topic=topic,
+            topic=raw.topic,
             partition=raw.partition,
             offset=raw.offset,
             key=raw.key,
@@ -213,6 +278,13 @@ class ConsumerLoop:
             timestamp_ms=raw.timestamp,
             headers=tuple(raw.headers or ()),
         )
+
+    async def _handle_one(self, raw: ConsumerRecord[bytes, bytes], decoded: Message | None = None) -> bool:
+        """Handle one consumed record; False when the loop is stopping with the broker away."""
+        topic: str = raw.topic
+        message = decoded if decoded is not None else self._decode(raw)
+        if isinstance(message, BaseException):
+            return await self._dead_letter(raw, message, attempts=1)
         attempt = 0
         infra_backoff = self.retry_backoff
         while True:

@@ -122,6 +122,21 @@ class RecordProducer:
         future.add_done_callback(self._settled)
         return future
 
+    async def send_raw_soon(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Enqueue raw bytes (``value=None`` is a tombstone), optionally to one partition; see :meth:`flush`."""
+        future = await self._enqueue(topic, key, value, headers, partition=partition)
+        self._pending.add(future)
+        future.add_done_callback(self._settled)
+        return future
+
     def _settled(self, future: asyncio.Future[RecordMetadata]) -> None:
         self._pending.discard(future)
         if not future.cancelled() and future.exception() is not None:
@@ -138,12 +153,20 @@ class RecordProducer:
             raise BrokerUnavailable(f"broker did not acknowledge a record: {first}") from first
 
     async def _enqueue(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        *,
+        partition: int | None = None,
     ) -> asyncio.Future[RecordMetadata]:
         producer = self._require()
         try:
             future: asyncio.Future[RecordMetadata] = await asyncio.wait_for(
-                producer.send(topic, value=value, key=key, headers=list(headers) if headers else None),
+                producer.send(
+                    topic, value=value, key=key, partition=partition, headers=list(headers) if headers else None
+                ),
                 self._send_timeout,
             )
         except (KafkaError, TimeoutError) as exc:
