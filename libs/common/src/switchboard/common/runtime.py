@@ -146,8 +146,11 @@ class Kafka:
             except (KafkaError, OSError, BrokerUnavailable) as exc:
                 # Nothing after the last commit is lost: the restarted loop re-reads from there.
                 log.warning("consumer failed; restarting", consumer=name, error=repr(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                # A bug or a hook's failure must not silently end consumption: restart, loudly.
+                log.exception("consumer failed unexpectedly; restarting", consumer=name, retry_in=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def stop(self) -> None:
         """Stop consumers (finish batch, commit), then flush and stop the producer. Idempotent."""

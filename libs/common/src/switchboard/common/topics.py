@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -23,6 +24,24 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "router-state.v1": {"cleanup.policy": "compact"},
     "dlq.v1": {"retention.ms": str(30 * 24 * 3600 * 1000)},
 }
+
+# With three replicas or more, a write acknowledged by the producer (acks=all) is on at least
+# two brokers, so it survives the loss of one. Below three replicas the broker default stays:
+# min.insync.replicas=2 on two replicas would stop every write while one broker is down.
+MIN_INSYNC_REPLICAS = 2
+MIN_INSYNC_REPLICAS_FROM_REPLICATION = 3
+
+
+def topic_configs(name: str, replication_factor: int) -> dict[str, str]:
+    """The configs a contract topic (``name`` without prefix) is created with."""
+    if name not in CONTRACT_TOPICS:
+        raise ValueError(f"{name!r} is not a contract topic")
+    if replication_factor < 1:
+        raise ValueError(f"replication factor must be at least 1, got {replication_factor}")
+    configs = dict(TOPIC_CONFIGS.get(name, {}))
+    if replication_factor >= MIN_INSYNC_REPLICAS_FROM_REPLICATION:
+        configs["min.insync.replicas"] = str(MIN_INSYNC_REPLICAS)
+    return configs
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +82,24 @@ class Topics:
         return tuple(f"{self.prefix}{name}" for name in CONTRACT_TOPICS)
 
 
+def missing_topics(
+    topics: Topics, *, partitions: int, replication_factor: int, existing: Collection[str] = ()
+) -> list[NewTopic]:
+    """The contract topics not in ``existing``, as they are to be created."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    return [
+        NewTopic(
+            name=f"{topics.prefix}{name}",
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            topic_configs=topic_configs(name, replication_factor),
+        )
+        for name in CONTRACT_TOPICS
+        if f"{topics.prefix}{name}" not in existing
+    ]
+
+
 async def ensure_topics(
     kafka: KafkaSettings,
     topics: Topics,
@@ -74,17 +111,12 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(**kafka.client_options(), client_id=f"{kafka.client_id}-admin")
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                name=f"{topics.prefix}{name}",
-                num_partitions=partitions or kafka.partitions,
-                replication_factor=replication_factor or kafka.replication_factor,
-                topic_configs=TOPIC_CONFIGS.get(name, {}),
-            )
-            for name in CONTRACT_TOPICS
-            if f"{topics.prefix}{name}" not in existing
-        ]
+        wanted = missing_topics(
+            topics,
+            partitions=partitions or kafka.partitions,
+            replication_factor=replication_factor or kafka.replication_factor,
+            existing=set(await admin.list_topics()),
+        )
         if not wanted:
             return []
         response = await admin.create_topics(wanted)

@@ -227,7 +227,13 @@ class ConsumerLoop:
                 if highwater is not None:
                     self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - raws[-1].offset - 1))
         if self.on_batch_end is not None:
-            await self.on_batch_end()
+            try:
+                await self.on_batch_end()
+            except BaseException:
+                # The batch's output was not written: none of its offsets may be committed,
+                # not even by the final commit when the loop closes.
+                self._uncommitted.clear()
+                raise
         await self._commit(consumer)
         if batch and self.metrics is not None:
             self.metrics.batch_seconds.observe(asyncio.get_running_loop().time() - started)

@@ -108,9 +108,15 @@ class RecordProducer:
         return await self._await_all(futures)
 
     async def send_raw(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        *,
+        partition: int | None = None,
     ) -> RecordMetadata:
-        future = await self._enqueue(topic, key, value, headers)
+        future = await self._enqueue(topic, key, value, headers, partition=partition)
         return (await self._await_all([future]))[0]
 
     async def send_soon(

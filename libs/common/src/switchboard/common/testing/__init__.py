@@ -17,7 +17,15 @@ from switchboard.common.events import (
     RecordCodec,
 )
 
-__all__ = ["committed_offsets", "consume", "consume_records", "eventually", "sample_inbound", "unique_prefix"]
+__all__ = [
+    "committed_offsets",
+    "consume",
+    "consume_all",
+    "consume_records",
+    "eventually",
+    "sample_inbound",
+    "unique_prefix",
+]
 
 
 def unique_prefix(stem: str = "test") -> str:
@@ -52,6 +60,41 @@ async def consume(
                     records.extend(msgs)
     except TimeoutError:
         raise AssertionError(f"expected {count} records on {topic} within {timeout}s, got {len(records)}") from None
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def consume_all(
+    bootstrap: str, topic: str, *, timeout: float = 30.0, idle: float = 0.5
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` until none arrives for ``idle`` seconds (to check nothing more is there).
+
+    The end is found by quiet, not by the reported end offsets: the embedded broker may
+    report a stale end offset after a producer died mid-write.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            loop = asyncio.get_running_loop()
+            quiet_since = loop.time()
+            while loop.time() - quiet_since < idle:
+                batch = await consumer.getmany(timeout_ms=100)
+                for msgs in batch.values():
+                    if msgs:
+                        records.extend(msgs)
+                        quiet_since = loop.time()
+    except TimeoutError:
+        raise AssertionError(f"{topic} did not go quiet within {timeout}s") from None
     finally:
         await consumer.stop()
     return records
