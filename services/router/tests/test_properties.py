@@ -137,6 +137,15 @@ def check_invariants(engine: RouterEngine) -> None:
             load = agent.load.get(channel, 0)
             assert load == held[(agent.id, channel)]
             assert load <= agent.capacity.get(channel, 0), (agent.id, channel, load)
+    # the queue stats kept up to date equal a recount of every conversation
+    for stats in engine.queue_stats("acme"):
+        mine = [c for c in t.conversations.values() if c.queue_id == stats.queue_id]
+        waiting = [c for c in mine if c.id in t.waiting]
+        assert stats.depth == len(waiting)
+        assert stats.oldest_enqueued_at == min((c.enqueued_at for c in waiting if c.enqueued_at), default=None)
+        assert stats.offered == sum(c.status is ConversationStatus.OFFERED for c in mine)
+        held = (ConversationStatus.ASSIGNED, ConversationStatus.WAITING_FOR_CUSTOMER)
+        assert stats.assigned == sum(c.status in held for c in mine)
     for conv_id in t.waiting.all_ids():
         conv = t.conversations[conv_id]
         requirement = t.requirement(conv)

@@ -10,8 +10,10 @@ changelog records first, then the dispatches and log entries, then commit the in
 from __future__ import annotations
 
 import functools
+import gc
+import heapq
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,6 +74,7 @@ from switchboard.router.snapshot import (
 )
 from switchboard.router.state import (
     HOLDING,
+    NO_IDS,
     PREVIEW_CHARS,
     Agent,
     AgentIndex,
@@ -84,8 +87,9 @@ from switchboard.router.state import (
     handle_key,
 )
 from switchboard.router.timers import TimerHeap, TimerKey, TimerKind
+from switchboard.router.views import QueueStats, SlaStatus
 
-__all__ = ["Effects", "RouterEngine", "RoutingError", "UnknownAgent", "UnknownTenant"]
+__all__ = ["Effects", "RouterEngine", "RoutingError", "UnknownAgent", "UnknownConversation", "UnknownTenant"]
 
 StateRecord = AgentRecord | ContactRecord | ConversationRecord
 Clock = Callable[[], datetime]
@@ -103,6 +107,10 @@ class UnknownTenant(RoutingError):
 
 
 class UnknownAgent(RoutingError):
+    pass
+
+
+class UnknownConversation(RoutingError):
     pass
 
 
@@ -165,6 +173,9 @@ class _Tenant:
         self.messages: dict[str, str] = {}
         self.latest: dict[tuple[str, Channel], str] = {}
         self.held: dict[str, set[str]] = {}
+        self.tally: dict[tuple[str | None, ConversationStatus], int] = {}
+        self.tallied: dict[str, tuple[str | None, ConversationStatus]] = {}
+        self._tally_keys: dict[tuple[str | None, ConversationStatus], tuple[str | None, ConversationStatus]] = {}
         self.apply_rules(rules, options)
 
     def apply_rules(self, rules: TenantRules, options: RouterOptions) -> None:
@@ -175,6 +186,21 @@ class _Tenant:
         self.index = AgentIndex(index_needs(rules, self.requirements))
         for agent in self.agents.values():
             self.index.update(agent)
+
+    def recount(self, conversation_id: str) -> None:
+        """Keep the (queue, status) tally of conversations in step with one conversation."""
+        conv = self.conversations.get(conversation_id)
+        old = self.tallied.get(conversation_id)
+        if conv is not None and old is not None and old[0] == conv.queue_id and old[1] is conv.status:
+            return
+        if old is not None:
+            del self.tallied[conversation_id]
+            self.tally[old] -= 1
+        if conv is not None:
+            key = (conv.queue_id, conv.status)
+            key = self._tally_keys.setdefault(key, key)  # one shared tuple per (queue, status)
+            self.tallied[conversation_id] = key
+            self.tally[key] = self.tally.get(key, 0) + 1
 
     def calendar(self, policy: SlaPolicy) -> Calendar:
         if policy.calendar is None:
@@ -266,11 +292,26 @@ class RouterEngine:
         return self._finish(call)
 
     def restore(self, records: Iterable[StateRecord]) -> None:
-        """Rebuild state (and pending timers) from changelog records, latest record per key wins."""
+        """Rebuild state (and pending timers) from changelog records, latest record per key wins.
+
+        The cyclic garbage collector is paused meanwhile: building a hundred thousand
+        objects would otherwise trigger full collections over the growing heap again and
+        again (none of what is built here is garbage).
+        """
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            self._restore(records)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _restore(self, records: Iterable[StateRecord]) -> None:
         latest: dict[str, StateRecord] = {}
         for record in records:
             latest[record.key()] = record
         touched: set[str] = set()
+        known = {c for t in self._tenants.values() for c in t.conversations}
         for record in latest.values():
             t = self._tenant(record.tenant_id)
             touched.add(t.id)
@@ -292,7 +333,8 @@ class RouterEngine:
                         t.held.setdefault(agent.id, set()).add(conv.id)
                 if conv.status is ConversationStatus.QUEUED:
                     t.waiting.add(conv)
-                self._schedule_timers(t, conv, now)
+                t.recount(conv.id)
+                self._schedule_timers(t, conv, now, fresh=conv.id not in known)
             for agent in t.agents.values():
                 t.index.update(agent)
                 self._schedule_grace(t, agent)
@@ -334,6 +376,78 @@ class RouterEngine:
     def tenants(self) -> list[str]:
         return sorted(self._tenants)
 
+    def queue_stats(self, tenant_id: str) -> list[QueueStats]:
+        """Every queue of the tenant's rules, in rules order: waiting depth and age, offers, assignments.
+
+        Costs O(queues) plus a few bisections per waiting group: the counts are kept up to
+        date as conversations change, not recounted.
+        """
+        t = self._view_tenant(tenant_id)
+        rules = t.rules if t is not None else self._rules.tenant(tenant_id)
+        assert rules is not None
+        waiting = t.waiting.summary() if t is not None else {}
+        tally = t.tally if t is not None else {}
+        out: list[QueueStats] = []
+        for queue in rules.queues:
+            depth, oldest_id = waiting.get(queue.id, (0, None))
+            oldest = t.conversations.get(oldest_id) if t is not None and oldest_id is not None else None
+            out.append(
+                QueueStats(
+                    queue_id=queue.id,
+                    depth=depth,
+                    oldest_enqueued_at=oldest.enqueued_at if oldest is not None else None,
+                    offered=tally.get((queue.id, ConversationStatus.OFFERED), 0),
+                    assigned=tally.get((queue.id, ConversationStatus.ASSIGNED), 0)
+                    + tally.get((queue.id, ConversationStatus.WAITING_FOR_CUSTOMER), 0),
+                )
+            )
+        return out
+
+    def agents(self, tenant_id: str) -> list[Agent]:
+        """The tenant's agents, sorted by id."""
+        t = self._view_tenant(tenant_id)
+        return [t.agents[a] for a in sorted(t.agents)] if t is not None else []
+
+    def conversations(
+        self,
+        tenant_id: str,
+        *,
+        statuses: Collection[ConversationStatus] | None = None,
+        limit: int = 200,
+    ) -> list[Conversation]:
+        """The tenant's conversations (optionally only those in ``statuses``), newest opened first."""
+        if limit < 0:
+            raise ValueError(f"limit must not be negative (got {limit})")
+        t = self._view_tenant(tenant_id)
+        if t is None or limit == 0:
+            return []
+        wanted = frozenset(ConversationStatus(s) for s in statuses) if statuses is not None else None
+        found = (c for c in t.conversations.values() if wanted is None or c.status in wanted)
+        return heapq.nlargest(limit, found, key=lambda c: (c.opened_at, c.id))
+
+    def sla_status(self, tenant_id: str, conversation_id: str) -> list[SlaStatus]:
+        """The conversation's running and paused SLA clocks (none without an SLA policy).
+
+        Raises :class:`UnknownConversation` for a conversation the tenant does not hold.
+        """
+        t = self._view_tenant(tenant_id)
+        conv = t.conversations.get(conversation_id) if t is not None else None
+        if t is None or conv is None:
+            raise UnknownConversation(f"conversation {conversation_id!r} of tenant {tenant_id!r} is not known")
+        if conv.sla_policy is None:
+            return []
+        return [
+            SlaStatus(
+                target=target.value,
+                policy=conv.sla_policy,
+                due_at=self._due_at(t, conv, target),
+                breached=target.value in conv.breaches,
+                paused=conv.clocks[target].running_since is None,
+            )
+            for target in SlaTarget
+            if target in conv.clocks
+        ]
+
     # ------------------------------------------------------------------ plumbing
 
     def _tenant(self, tenant_id: str) -> _Tenant:
@@ -343,6 +457,13 @@ class RouterEngine:
             if tenant_rules is None:
                 raise UnknownTenant(f"tenant {tenant_id!r} is not in the routing rules")
             t = self._tenants[tenant_id] = _Tenant(tenant_id, tenant_rules, self._rules.options_for(tenant_id))
+        return t
+
+    def _view_tenant(self, tenant_id: str) -> _Tenant | None:
+        """The tenant's state (None while it has none); UnknownTenant when it is in neither state nor rules."""
+        t = self._tenants.get(tenant_id)
+        if t is None and self._rules.tenant(tenant_id) is None:
+            raise UnknownTenant(f"tenant {tenant_id!r} is not in the routing rules")
         return t
 
     @staticmethod
@@ -363,8 +484,10 @@ class RouterEngine:
                     record = AgentRecord.of(tenant_id, agent)
                 elif kind == "contact" and (contact := t.contacts.get(entity_id)) is not None:
                     record = ContactRecord.of(tenant_id, contact)
-                elif kind == "conversation" and (conv := t.conversations.get(entity_id)) is not None:
-                    record = ConversationRecord.of(tenant_id, conv)
+                elif kind == "conversation":
+                    t.recount(entity_id)
+                    if (conv := t.conversations.get(entity_id)) is not None:
+                        record = ConversationRecord.of(tenant_id, conv)
             call.effects.state[key] = record
         return call.effects
 
@@ -405,6 +528,19 @@ class RouterEngine:
             )
         )
 
+    def _ignore(
+        self,
+        t: _Tenant,
+        conv: Conversation | None,
+        call: _Call,
+        reason: str,
+        *,
+        conversation_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> None:
+        """Log a record that changes nothing (a duplicate, a stale answer, an unknown target)."""
+        self._log(t, conv, call, RoutingDecision.IGNORED, reason, conversation_id=conversation_id, agent_id=agent_id)
+
     # ------------------------------------------------------------------ timers
 
     def _fire_due(self, call: _Call) -> None:
@@ -430,30 +566,27 @@ class RouterEngine:
                 self._purge(t, conv, call)
             self._drain_freed(call)
 
-    def _schedule_timers(self, t: _Tenant, conv: Conversation, now: datetime) -> None:
-        """(Re)schedule every timer a conversation needs in its current state."""
-        key = TimerKey(TimerKind.OFFER, t.id, conv.id)
-        if conv.status is ConversationStatus.OFFERED and conv.offer_expires_at is not None:
-            self._timers.schedule(key, conv.offer_expires_at)
-        else:
-            self._timers.cancel(key)
-        key = TimerKey(TimerKind.RELAX, t.id, conv.id)
-        due = self._next_relax(t, conv)
-        if due is not None:
-            self._timers.schedule(key, due)
-        else:
-            self._timers.cancel(key)
-        key = TimerKey(TimerKind.SLA, t.id, conv.id)
-        due = self._next_sla(t, conv)
-        if due is not None:
-            self._timers.schedule(key, due)
-        else:
-            self._timers.cancel(key)
-        key = TimerKey(TimerKind.PURGE, t.id, conv.id)
-        if conv.status is ConversationStatus.RESOLVED and conv.resolved_at is not None:
-            self._timers.schedule(key, conv.resolved_at + t.options.reopen_window)
-        else:
-            self._timers.cancel(key)
+    def _schedule_timers(self, t: _Tenant, conv: Conversation, now: datetime, *, fresh: bool = False) -> None:
+        """(Re)schedule every timer a conversation needs in its current state.
+
+        ``fresh`` (a conversation just restored) has no timers yet, so nothing is cancelled.
+        """
+        offer_due = conv.offer_expires_at if conv.status is ConversationStatus.OFFERED else None
+        purge_due = (
+            conv.resolved_at + t.options.reopen_window
+            if conv.status is ConversationStatus.RESOLVED and conv.resolved_at is not None
+            else None
+        )
+        for kind, due in (
+            (TimerKind.OFFER, offer_due),
+            (TimerKind.RELAX, self._next_relax(t, conv)),
+            (TimerKind.SLA, self._next_sla(t, conv)),
+            (TimerKind.PURGE, purge_due),
+        ):
+            if due is not None:
+                self._timers.schedule(TimerKey(kind, t.id, conv.id), due)
+            elif not fresh:
+                self._timers.cancel(TimerKey(kind, t.id, conv.id))
 
     def _schedule_grace(self, t: _Tenant, agent: Agent) -> None:
         key = TimerKey(TimerKind.GRACE, t.id, agent.id)
@@ -660,21 +793,19 @@ class RouterEngine:
         known = t.messages.get(message_key)
         if known is not None:
             conv = t.conversations.get(known)
-            self._log(
+            self._ignore(
                 t,
                 conv,
                 call,
-                RoutingDecision.IGNORED,
                 "duplicate inbound message (same provider message id)",
                 conversation_id=known,
             )
             return
         if msg.automated is not None:
-            self._log(
+            self._ignore(
                 t,
                 None,
                 call,
-                RoutingDecision.IGNORED,
                 f"automated message ({msg.automated.value}) never opens or reopens a conversation",
                 conversation_id=f"inbound:{msg.id}",
             )
@@ -683,11 +814,10 @@ class RouterEngine:
         conv = self._find_conversation(t, msg, contact)
         if msg.author_role is AuthorRole.AGENT:
             if conv is None:
-                self._log(
+                self._ignore(
                     t,
                     None,
                     call,
-                    RoutingDecision.IGNORED,
                     "agent-authored message outside any known conversation",
                     conversation_id=f"inbound:{msg.id}",
                 )
@@ -757,7 +887,7 @@ class RouterEngine:
     def _reopen(self, t: _Tenant, conv: Conversation, call: _Call) -> None:
         conv.status = ConversationStatus.QUEUED
         conv.resolved_at = None
-        conv.declined_by.clear()
+        conv.declined_by = NO_IDS
         conv.step = 0
         conv.enqueued_at = call.now
         queue = t.rules.queue(conv.queue_id) if conv.queue_id is not None else None
@@ -940,7 +1070,7 @@ class RouterEngine:
         """Take a conversation back from its agent and route it again (never back to them if ``exclude``)."""
         agent_id = conv.agent_id
         if exclude and agent_id is not None:
-            conv.declined_by.add(agent_id)
+            conv.declined_by |= {agent_id}
         self._release(t, conv, call)
         self._log(t, conv, call, RoutingDecision.REROUTED, reason, agent_id=agent_id)
         self._route(t, conv, call, RoutingDecision.QUEUED, reason)
@@ -1084,33 +1214,35 @@ class RouterEngine:
     def _target(self, t: _Tenant, conversation_id: str, call: _Call, what: str) -> Conversation | None:
         conv = t.conversations.get(conversation_id)
         if conv is None:
-            self._log(
+            self._ignore(
                 t,
                 None,
                 call,
-                RoutingDecision.IGNORED,
                 f"{what} for an unknown conversation",
                 conversation_id=conversation_id,
             )
         return conv
 
-    def _offer_accepted(self, t: _Tenant, event: OfferAccepted, call: _Call) -> None:
-        conv = self._target(t, event.conversation_id, call, "accept")
+    def _open_offer(
+        self, t: _Tenant, event: OfferAccepted | OfferDeclined, call: _Call, verb: str
+    ) -> Conversation | None:
+        """The conversation of an answer to an offer, or None (logged as ignored) when no such offer is open."""
+        conv = self._target(t, event.conversation_id, call, verb)
         if conv is None:
-            return
+            return None
         if (
             conv.status is not ConversationStatus.OFFERED
             or conv.agent_id != event.agent_id
             or (event.offer_id is not None and event.offer_id != conv.offer_id)
         ):
-            self._log(
-                t,
-                conv,
-                call,
-                RoutingDecision.IGNORED,
-                f"accept by {event.agent_id} does not match an open offer (status {conv.status.value})",
-                agent_id=event.agent_id,
-            )
+            reason = f"{verb} by {event.agent_id} does not match an open offer (status {conv.status.value})"
+            self._ignore(t, conv, call, reason, agent_id=event.agent_id)
+            return None
+        return conv
+
+    def _offer_accepted(self, t: _Tenant, event: OfferAccepted, call: _Call) -> None:
+        conv = self._open_offer(t, event, call, "accept")
+        if conv is None:
             return
         agent = t.agents[event.agent_id]
         self._assign_accepted(t, conv, agent, call)
@@ -1127,22 +1259,8 @@ class RouterEngine:
         self._schedule_timers(t, conv, call.now)
 
     def _offer_declined(self, t: _Tenant, event: OfferDeclined, call: _Call) -> None:
-        conv = self._target(t, event.conversation_id, call, "decline")
+        conv = self._open_offer(t, event, call, "decline")
         if conv is None:
-            return
-        if (
-            conv.status is not ConversationStatus.OFFERED
-            or conv.agent_id != event.agent_id
-            or (event.offer_id is not None and event.offer_id != conv.offer_id)
-        ):
-            self._log(
-                t,
-                conv,
-                call,
-                RoutingDecision.IGNORED,
-                f"decline by {event.agent_id} does not match an open offer (status {conv.status.value})",
-                agent_id=event.agent_id,
-            )
             return
         reason = "offer declined" + (f": {event.reason}" if event.reason else "")
         self._requeue(t, conv, call, reason, exclude=True)
@@ -1160,7 +1278,7 @@ class RouterEngine:
         if conv is None:
             return
         if conv.status is ConversationStatus.RESOLVED:
-            self._log(t, conv, call, RoutingDecision.IGNORED, "reply on a resolved conversation")
+            self._ignore(t, conv, call, "reply on a resolved conversation")
             return
         if conv.status is ConversationStatus.OFFERED and conv.agent_id == event.agent_id:
             self._assign_accepted(t, conv, t.agents[event.agent_id], call)
@@ -1181,7 +1299,7 @@ class RouterEngine:
         if conv is None:
             return
         if conv.status is ConversationStatus.RESOLVED:
-            self._log(t, conv, call, RoutingDecision.IGNORED, "already resolved", agent_id=event.agent_id)
+            self._ignore(t, conv, call, "already resolved", agent_id=event.agent_id)
             return
         if conv.agent_id is not None:
             agent = t.agents.get(conv.agent_id)
@@ -1202,7 +1320,7 @@ class RouterEngine:
         if conv is None:
             return
         if conv.status is ConversationStatus.RESOLVED:
-            self._log(t, conv, call, RoutingDecision.IGNORED, "cannot transfer a resolved conversation")
+            self._ignore(t, conv, call, "cannot transfer a resolved conversation")
             return
         note = f" ({event.reason})" if event.reason else ""
         if event.to_agent_id is not None:
@@ -1215,11 +1333,10 @@ class RouterEngine:
             elif not target.has_room(conv.channel) and conv.agent_id != target.id:
                 problem = f"agent has no room on {conv.channel.value}"
             if problem is not None or target is None:
-                self._log(
+                self._ignore(
                     t,
                     conv,
                     call,
-                    RoutingDecision.IGNORED,
                     f"transfer to {event.to_agent_id} refused: {problem}",
                     agent_id=event.to_agent_id,
                 )
@@ -1233,10 +1350,10 @@ class RouterEngine:
             return
         assert event.to_queue is not None
         if t.rules.queue(event.to_queue) is None:
-            self._log(t, conv, call, RoutingDecision.IGNORED, f"transfer refused: unknown queue {event.to_queue!r}")
+            self._ignore(t, conv, call, f"transfer refused: unknown queue {event.to_queue!r}")
             return
         if conv.agent_id is not None:
-            conv.declined_by.add(conv.agent_id)
+            conv.declined_by |= {conv.agent_id}
         self._release(t, conv, call)
         self._move(t, conv, event.to_queue, f"transfer by {event.agent_id}")
         self._log(t, conv, call, RoutingDecision.REROUTED, f"transferred to queue {event.to_queue}{note}")
@@ -1271,7 +1388,7 @@ class RouterEngine:
         ):
             self._requeue(t, conv, call, error, exclude=True)
             return
-        self._log(t, conv, call, RoutingDecision.IGNORED, f"{error}; nothing to re-route", agent_id=result.agent_id)
+        self._ignore(t, conv, call, f"{error}; nothing to re-route", agent_id=result.agent_id)
 
     # ------------------------------------------------------------------ relaxation
 
@@ -1313,7 +1430,8 @@ class RouterEngine:
     @staticmethod
     def _start_clock(conv: Conversation, target: SlaTarget, now: datetime) -> None:
         conv.clocks[target] = SlaClock(started_at=now, running_since=now)
-        conv.fired = {label for label in conv.fired if not label.startswith(f"{target.value}:")}
+        if conv.fired:
+            conv.fired = frozenset(label for label in conv.fired if not label.startswith(f"{target.value}:"))
 
     @staticmethod
     def _stop_clock(conv: Conversation, target: SlaTarget) -> None:
@@ -1410,7 +1528,7 @@ class RouterEngine:
         for _, _, _, target, label, step in due:
             if target not in conv.clocks:
                 continue  # an earlier action stopped this clock (or resolved the conversation)
-            conv.fired.add(label)
+            conv.fired |= {label}
             self._touch(call, t, "conversation", conv.id)
             if step is None:
                 conv.breaches.append(target.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 PREVIEW_CHARS = 300
+NO_IDS: frozenset[str] = frozenset()
+"""The one shared empty frozenset (CPython allocates a new one per ``frozenset()`` call)."""
 RECENT_MESSAGE_IDS = 32
 
 
@@ -92,6 +95,9 @@ class SlaClock:
 
 @dataclass(slots=True)
 class Conversation:
+    """One conversation; ``declined_by`` and ``fired`` are frozen sets, replaced on change (most are
+    empty, and one shared empty frozenset costs nothing per conversation)."""
+
     id: str
     channel: Channel
     provider: str
@@ -108,7 +114,7 @@ class Conversation:
     offer_id: str | None = None
     offer_expires_at: datetime | None = None
     assigned_at: datetime | None = None
-    declined_by: set[str] = field(default_factory=set)
+    declined_by: frozenset[str] = NO_IDS
     last_agent_id: str | None = None
     agent_replied: bool = False
     subject: str | None = None
@@ -120,7 +126,7 @@ class Conversation:
     sequence: int = 0
     sla_policy: str | None = None
     clocks: dict[SlaTarget, SlaClock] = field(default_factory=dict)
-    fired: set[str] = field(default_factory=set)
+    fired: frozenset[str] = NO_IDS
     breaches: list[str] = field(default_factory=list)
     resolved_at: datetime | None = None
 
@@ -313,6 +319,27 @@ class WaitingIndex:
         """Conversation ids waiting in a queue, in service order across steps and channels."""
         entries = [e for (q, _, _), bucket in self._groups.items() if q == queue_id for e in bucket]
         return [conversation_id for _, _, conversation_id in sorted(entries)]
+
+    def summary(self) -> dict[str, tuple[int, str | None]]:
+        """Per queue: how many conversations wait, and the id of the one queued longest ago.
+
+        Each group is ordered by priority, then age, so the oldest entry of a group is the
+        first of one of its priority levels: the walk jumps from level to level (a few
+        bisections per group) instead of visiting every waiting conversation.
+        """
+        out: dict[str, tuple[int, str | None]] = {}
+        oldest: dict[str, tuple[float, str]] = {}
+        for (queue_id, _, _), bucket in self._groups.items():
+            depth, _ = out.get(queue_id, (0, None))
+            out[queue_id] = (depth + len(bucket), None)
+            index, size = 0, len(bucket)
+            while index < size:
+                neg_priority, enqueued, conversation_id = bucket[index]
+                best = oldest.get(queue_id)
+                if best is None or (enqueued, conversation_id) < best:
+                    oldest[queue_id] = (enqueued, conversation_id)
+                index = bucket.bisect_left((neg_priority, math.inf))
+        return {queue_id: (depth, oldest[queue_id][1]) for queue_id, (depth, _) in out.items()}
 
     def all_ids(self) -> list[str]:
         return [conversation_id for _, _, conversation_id in sorted(e for _, e in self._where.values())]

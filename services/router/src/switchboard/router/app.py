@@ -1,0 +1,132 @@
+"""The composition root: :func:`build_app` wires the router service from its settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from importlib import resources
+
+import aiohttp
+from aiohttp import web
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from switchboard.common.events import RecordCodec
+from switchboard.common.runtime import HEALTH, REGISTRY, TOPICS, ConsumerSpec, add_kafka, create_app
+from switchboard.router.api import HTTP, ROUTER, SELF_URL, add_routes
+from switchboard.router.metrics import RouterMetrics
+from switchboard.router.ownership import OwnerDirectory, directory_assignor
+from switchboard.router.reload import RulesWatcher
+from switchboard.router.rules import Rules
+from switchboard.router.service import Explanations, RouterService
+from switchboard.router.settings import RouterSettings
+
+__all__ = ["CONSUMER", "build_app"]
+
+CONSUMER = "router"
+WATCHER = web.AppKey("rules_watcher", RulesWatcher)
+
+
+async def dashboard(_request: web.Request) -> web.Response:
+    page = resources.files("switchboard.router").joinpath("dashboard.html").read_text(encoding="utf-8")
+    return web.Response(
+        text=page,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def to_dashboard(_request: web.Request) -> web.Response:
+    raise web.HTTPFound("/dashboard")
+
+
+def build_app(
+    settings: RouterSettings,
+    *,
+    rules: Rules | None = None,
+    registry: CollectorRegistry | None = None,
+    wall_clock: Callable[[], datetime] | None = None,
+) -> web.Application:
+    """The router: Kafka processor, HTTP API, dashboard, rules watcher, metrics."""
+    app = create_app(settings, registry=registry)
+    metrics = RouterMetrics(app[REGISTRY])
+    service_ref: list[RouterService] = []
+    watcher = RulesWatcher(
+        settings.rules_file,
+        on_rules=lambda new: service_ref[0].set_rules(new),
+        metrics=metrics,
+        interval=settings.rules_check_seconds,
+    )
+    initial = rules if rules is not None else watcher.load_initial()
+    if rules is not None:
+        metrics.rules_valid.set(1)
+    kafka = add_kafka(app)
+    directory = OwnerDirectory()
+    base_url = settings.base_url()
+    extra = {"wall_clock": wall_clock} if wall_clock is not None else {}
+    service = RouterService(
+        rules=initial,
+        kafka=settings.kafka,
+        topics=app[TOPICS],
+        producer=kafka.producer,
+        metrics=metrics,
+        directory=directory,
+        explanations=Explanations(settings.explanations_kept),
+        client_id=f"{settings.service_name}",
+        restore_fetch_max_bytes=settings.restore_fetch_max_bytes,
+        **extra,
+    )
+    service_ref.append(service)
+    metrics.watch(lambda: service.engine, app[REGISTRY])
+
+    async def on_assigned(partitions: set[TopicPartition]) -> None:
+        service.loop = kafka.consumers.get(CONSUMER)
+        await service.on_assigned(partitions)
+
+    kafka.consume(
+        ConsumerSpec(
+            name=CONSUMER,
+            topics=list(service.inputs),
+            group_id=settings.consumer_group,
+            handler=service.handle,
+            codec=RecordCodec(),
+            on_assigned=on_assigned,
+            on_revoked=service.on_revoked,
+            on_batch_end=service.end_batch,
+            assignors=(directory_assignor(base_url, directory),),
+            poll_timeout_ms=settings.timer_resolution_ms,
+        )
+    )
+    app[HEALTH].add("consumers", kafka.consumers_ready())
+
+    async def restored() -> bool:
+        return service.restored.is_set()
+
+    app[HEALTH].add("state_restored", restored)
+    app[ROUTER] = service
+    app[SELF_URL] = base_url
+    app[WATCHER] = watcher
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        app[HTTP] = session
+        task = asyncio.create_task(watcher.run(), name="rules-watcher")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await session.close()
+
+    app.cleanup_ctx.append(background)
+    add_routes(app)
+    app.router.add_get("/dashboard", dashboard)
+    app.router.add_get("/", to_dashboard)
+    return app
