@@ -21,13 +21,16 @@ from switchboard.notifier.callbacks import SlackInteractivity, add_callback_rout
 from switchboard.notifier.deliverer import Deliverer
 from switchboard.notifier.history import DeliveryHistory
 from switchboard.notifier.idempotency import DeliveredStore
+from switchboard.notifier.inbox import InboxStore
+from switchboard.notifier.inbox_routes import InboxHttp, add_inbox_routes
 from switchboard.notifier.publisher import KafkaPublisher, Publisher
 from switchboard.notifier.ratelimit import RateLimiter
 from switchboard.notifier.retry import RetryPolicy
-from switchboard.notifier.service import DispatchHandler
+from switchboard.notifier.service import DispatchHandler, conversation_lane
 from switchboard.notifier.settings import NotifierSettings
 from switchboard.notifier.signing import WebhookSigner
 from switchboard.notifier.sink import RateLimit, SinkRegistry
+from switchboard.notifier.sinks.inbox import InboxSink
 from switchboard.notifier.sinks.mail import EmailSink, MailIdentity, SmtpConfig
 from switchboard.notifier.sinks.slack import SlackSink, SlackThreads
 from switchboard.notifier.sinks.teams import TeamsSink
@@ -48,6 +51,7 @@ class Notifier:
     deliverer: Deliverer
     handler: DispatchHandler
     history: DeliveryHistory | None = None
+    inbox: InboxStore | None = None
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
 
 
@@ -85,6 +89,10 @@ def build_app(settings: NotifierSettings, *, publisher: Publisher | None = None)
     notifier = Notifier(settings, sinks, store, threads, deliverer, handler)
     app[NOTIFIER] = notifier
 
+    if settings.inbox_enabled:
+        notifier.inbox = InboxStore(settings.inbox_max_items, settings.inbox_max_agents)
+        add_inbox_routes(app, InboxHttp(notifier.inbox, settings.router_url, settings.http_timeout_seconds))
+
     if settings.slack_signing_secret is not None:
         add_callback_routes(
             app,
@@ -117,6 +125,9 @@ def build_app(settings: NotifierSettings, *, publisher: Publisher | None = None)
             handler=handler,
             codec=RecordCodec(Dispatch),
             on_assigned=on_assigned,
+            # Conversations side by side, each one in order (a follow-up never before its assignment).
+            concurrency_key=conversation_lane if settings.max_concurrent_deliveries > 1 else None,
+            max_concurrency=settings.max_concurrent_deliveries,
         ),
     )
     return app
@@ -186,6 +197,8 @@ def register_builtin_sinks(notifier: Notifier, plain: aiohttp.ClientSession, gua
         signer = WebhookSigner([secret.get_secret_value() for secret in s.webhook_secrets])
         policy = UrlPolicy(tuple(s.webhook_allowed_hosts), allow_private=s.webhook_allow_private)
         notifier.sinks.register(WebhookSink(guarded, signer, policy, timeout=s.http_timeout_seconds))
+    if notifier.inbox is not None:
+        notifier.sinks.register(InboxSink(notifier.inbox))
 
 
 async def _sinks_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,5 +1,10 @@
 """Delivery of one dispatch to each of its endpoints: idempotency, rate limits, breaker, retries.
 
+Safe to call concurrently (the service delivers many conversations at once): the store,
+the limiter and the breaker are updated without awaiting in between, and two concurrent
+deliveries of the same (dispatch, endpoint) are serialised, so the second one sees the
+first's delivery and does not send again.
+
 :class:`Deliverer` is I/O-free apart from its sinks; the clock and the sleep are injected.
 It returns one :class:`EndpointReport` per endpoint; the service turns those into
 ``delivery.v1`` results and, for failures, ``dlq.v1`` dead letters.
@@ -14,8 +19,9 @@ from dataclasses import dataclass
 
 from switchboard.common.events import DeliveryEndpoint, DeliveryResult, DeliveryStatus, Dispatch
 from switchboard.common.logging import get_logger
-from switchboard.notifier.breaker import CircuitBreaker
-from switchboard.notifier.idempotency import DeliveredStore
+from switchboard.notifier.breaker import BreakerState, CircuitBreaker
+from switchboard.notifier.idempotency import DeliveredStore, endpoint_key
+from switchboard.notifier.ordering import KeyedSerializer
 from switchboard.notifier.outcome import DeliveryOutcome
 from switchboard.notifier.ratelimit import RateLimiter
 from switchboard.notifier.retry import RetryPolicy, retrying
@@ -53,6 +59,9 @@ class Deliverer:
         self.limiter = limiter if limiter is not None else RateLimiter(clock)
         self.breaker = breaker if breaker is not None else CircuitBreaker(clock=clock)
         self._sleep = sleep
+        # One delivery per (dispatch, endpoint) at a time: a concurrent copy of a dispatch waits
+        # for the first, then finds it delivered instead of sending again.
+        self._in_flight = KeyedSerializer()
 
     async def deliver(self, dispatch: Dispatch) -> list[EndpointReport]:
         """Deliver to every endpoint (concurrently); one report per endpoint, in endpoint order."""
@@ -61,6 +70,10 @@ class Deliverer:
         return list(await asyncio.gather(*(self._one(dispatch, ep) for ep in dispatch.endpoints)))
 
     async def _one(self, dispatch: Dispatch, endpoint: DeliveryEndpoint) -> EndpointReport:
+        key = (dispatch.tenant_id, dispatch.dispatch_id, endpoint_key(endpoint))
+        return await self._in_flight.run(key, lambda: self._one_now(dispatch, endpoint))
+
+    async def _one_now(self, dispatch: Dispatch, endpoint: DeliveryEndpoint) -> EndpointReport:
         if self.store.is_delivered(dispatch.tenant_id, dispatch.dispatch_id, endpoint):
             ref = self.store.external_ref(dispatch.tenant_id, dispatch.dispatch_id, endpoint)
             if self.store.is_confirmed(dispatch.tenant_id, dispatch.dispatch_id, endpoint):
@@ -91,6 +104,7 @@ class Deliverer:
             return DeliveryOutcome.delivered(
                 self.store.external_ref(dispatch.tenant_id, dispatch.dispatch_id, endpoint)
             )
+        probe = self.breaker.state(target) is BreakerState.HALF_OPEN
         if not self.breaker.allow(target):
             # Fail fast: an open circuit does not hold the partition for its whole cool-down.
             return DeliveryOutcome.failed(f"circuit open for this {endpoint.kind.value} target")
@@ -103,7 +117,9 @@ class Deliverer:
             self.breaker.record_success(target)
         elif outcome.retryable:
             self.breaker.record_failure(target)
-        else:
+        elif probe:
+            # A permanent failure says nothing about the target's health: let another probe go.
+            # Only the probe itself may do that, not a call that began before the circuit opened.
             self.breaker.release(target)
         return outcome
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Protocol
 
 from aiokafka.structs import RecordMetadata
@@ -20,6 +20,14 @@ log = get_logger(__name__)
 
 class RecordSink(Protocol):
     async def send_many(self, items: Iterable[tuple[str, Record]]) -> list[RecordMetadata]: ...
+
+
+def conversation_lane(message: Message) -> Hashable:
+    """The consumer's concurrency key: one conversation's dispatches are delivered in order."""
+    record = message.record
+    if isinstance(record, Dispatch):
+        return (record.tenant_id, record.conversation.conversation_id)
+    return (message.topic, message.partition)  # not a dispatch: keeps its partition's order
 
 
 class DeliveryFailed(Exception):

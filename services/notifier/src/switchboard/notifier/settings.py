@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from switchboard.common.settings import ServiceSettings
+from switchboard.notifier.router_client import router_base
 
 
 class NotifierSettings(ServiceSettings):
@@ -53,3 +54,20 @@ class NotifierSettings(ServiceSettings):
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
     delivered_store_max: int = Field(default=1_000_000, ge=1000)
+
+    # Concurrency: dispatches of different conversations are delivered side by side (up to this
+    # many at a time); one conversation's dispatches stay in order. 1 = one at a time per batch.
+    max_concurrent_deliveries: int = Field(default=32, ge=1, le=10_000)
+
+    # The built-in agent inbox (endpoint kind ``inbox``, target ``tenant/agent``) and its pages
+    # under /inbox/. Unauthenticated: meant for the embedded default; turn it off in production.
+    inbox_enabled: bool = True
+    inbox_max_items: int = Field(default=200, ge=1, le=10_000, description="Kept per agent, newest first")
+    inbox_max_agents: int = Field(default=10_000, ge=1, description="Inboxes kept; the least recently used go")
+    router_url: str = Field(default="http://127.0.0.1:8083", description="Router API, for inbox actions")
+
+    @field_validator("router_url")
+    @classmethod
+    def _router_url(cls, value: str) -> str:
+        router_base(value)  # raises ValueError with a clear message
+        return value

@@ -1,1 +1,1 @@
-"""The built-in sinks: Slack, Microsoft Teams, email over SMTP, signed webhooks."""
+"""The built-in sinks: Slack, Microsoft Teams, email over SMTP, signed webhooks, the agent inbox."""
