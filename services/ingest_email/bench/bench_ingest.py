@@ -21,6 +21,8 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
+import hmac
 import multiprocessing
 import os
 import smtplib
@@ -48,6 +50,7 @@ from switchboard.ingest_email.settings import IngestEmailSettings
 from switchboard.ingest_email.smtp import LenientSMTP
 
 SECRET = uuid.uuid4().hex  # a throwaway per-run webhook secret
+MAILGUN_KEY = uuid.uuid4().hex  # and Mailgun signing key
 TEMPLATE: bytes = typical_message()
 
 
@@ -58,7 +61,15 @@ def message(n: int) -> bytes:
 # --------------------------------------------------------------------------- clients (own process)
 
 
-def http_client(url: str, count: int, concurrency: int) -> float:
+def _mailgun_fields(key: str) -> dict[str, str]:
+    timestamp, token = str(int(time.time())), uuid.uuid4().hex
+    signature = hmac.new(key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
+    return {"timestamp": timestamp, "token": token, "signature": signature, "recipient": "support@bench.example"}
+
+
+def http_client(url: str, count: int, concurrency: int, mailgun_key: str | None = None) -> float:
+    """Posts ``count`` messages: SendGrid's ``email`` field, or (with a key) a signed Mailgun route."""
+
     async def run() -> float:
         bodies = [message(i).decode() for i in range(count)]
         queue: asyncio.Queue[str] = asyncio.Queue()
@@ -71,7 +82,12 @@ def http_client(url: str, count: int, concurrency: int) -> float:
             while not queue.empty():
                 body = queue.get_nowait()
                 form = aiohttp.FormData(default_to_multipart=True)
-                form.add_field("email", body)
+                if mailgun_key is None:
+                    form.add_field("email", body)
+                else:
+                    for name, value in _mailgun_fields(mailgun_key).items():
+                        form.add_field(name, value)
+                    form.add_field("body-mime", body)
                 async with http.post(url, data=form) as resp:
                     await resp.read()
                     failures += resp.status != 200
@@ -170,6 +186,7 @@ async def bench(bootstrap: str, count: int, concurrency: int, smtp_count: int) -
         smtp_port=0,
         recipients={"@bench.example": "bench"},
         sendgrid_secrets={"bench": SECRET},
+        mailgun_signing_keys={"bench": MAILGUN_KEY},
         log_level="warning",
     )
     app = build_app(settings)
@@ -187,12 +204,19 @@ async def bench(bootstrap: str, count: int, concurrency: int, smtp_count: int) -
             full_http = await loop.run_in_executor(
                 pool, http_client, f"{url}/inbound/sendgrid/bench/{SECRET}", count, concurrency
             )
+            full_mailgun = await loop.run_in_executor(
+                pool, http_client, f"{url}/inbound/mailgun/bench", count, concurrency, MAILGUN_KEY
+            )
             full_smtp = await loop.run_in_executor(pool, smtp_clients, smtp.port, smtp_count, 16)
         async with baseline_http() as base_url:
             base_http = await loop.run_in_executor(pool, http_client, base_url, count, concurrency)
+            base_mailgun = await loop.run_in_executor(pool, http_client, base_url, count, concurrency, MAILGUN_KEY)
         async with baseline_smtp() as port:
             base_smtp = await loop.run_in_executor(pool, smtp_clients, port, smtp_count, 16)
     rows.append((f"webhook (SendGrid raw MIME, {concurrency} in flight)", count / base_http, count / full_http))
+    rows.append(
+        (f"webhook (Mailgun signed route, {concurrency} in flight)", count / base_mailgun, count / full_mailgun)
+    )
     rows.append(("SMTP (16 concurrent clients)", smtp_count / base_smtp, smtp_count / full_smtp))
     return rows
 
@@ -211,9 +235,9 @@ def main() -> None:
     for _ in range(n):
         normalize_email(raw, tenant_id="bench", provider="bench")
     per_message = (time.perf_counter() - started) / n
-    print(f"{'messages per second':<48} {'baseline':>10} {'full service':>13}")
+    print(f"{'messages per second':<52} {'baseline':>10} {'full service':>13} {'ratio':>6}")
     for name, base, full in rows:
-        print(f"{name:<48} {base:>10.0f} {full:>13.0f}")
+        print(f"{name:<52} {base:>10.0f} {full:>13.0f} {full / base:>6.2f}")
     print(f"normalization alone: {per_message * 1e6:.0f} us per message ({1 / per_message:.0f}/s on one core)")
 
 

@@ -11,11 +11,13 @@ import pytest
 
 from switchboard.common.events import AutomatedKind, Channel, InboundMessage, decode, encode
 from switchboard.ingest_email.blobs import BlobStoreError, LocalDirectoryBlobStore
+from switchboard.ingest_email.ingest import store_blobs
 from switchboard.ingest_email.normalize import (
     UNKNOWN_SENDER,
     NormalizeLimits,
     html_to_text,
     normalize_email,
+    normalize_message,
     parse_msg_ids,
     split_html,
     split_reply,
@@ -34,7 +36,16 @@ def norm(raw: bytes, **kw: object) -> InboundMessage:
     kw.setdefault("tenant_id", "acme")
     kw.setdefault("provider", "smtp")
     kw.setdefault("received_at", NOW)
-    return normalize_email(raw, **kw)  # type: ignore[arg-type]
+    return normalize_email(raw, **kw)
+
+
+async def norm_stored(raw: bytes, store: object, **kw: object) -> InboundMessage:
+    """Normalize with content kept, then store it as the ingestor does before publishing."""
+    kw.setdefault("tenant_id", "acme")
+    kw.setdefault("provider", "smtp")
+    kw.setdefault("received_at", NOW)
+    normalized = normalize_message(raw, store_content=True, **kw)  # type: ignore[arg-type]
+    return await store_blobs(normalized, store)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- realistic mail
@@ -133,9 +144,9 @@ def test_forwarded_message_is_attached_and_its_text_kept() -> None:
     assert att.size > 0
 
 
-def test_inline_image_and_rfc2231_filename(tmp_path: Path) -> None:
+async def test_inline_image_and_rfc2231_filename(tmp_path: Path) -> None:
     store = LocalDirectoryBlobStore(tmp_path)
-    msg = norm(load("attachments_rfc2231.eml"), blob_store=store)
+    msg = await norm_stored(load("attachments_rfc2231.eml"), store)
     assert msg.subject == "文書を送ります"
     assert msg.text == "Screenshot:"
     image, pdf = msg.attachments
@@ -247,7 +258,7 @@ def test_huge_header_is_capped() -> None:
     assert msg.text == "body"
 
 
-def test_attachment_bomb_many_parts_is_capped(tmp_path: Path) -> None:
+async def test_attachment_bomb_many_parts_is_capped(tmp_path: Path) -> None:
     parts = b"".join(
         b'--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="f%d.bin"\r\n'
         b"\r\nxx\r\n" % i
@@ -257,13 +268,13 @@ def test_attachment_bomb_many_parts_is_capped(tmp_path: Path) -> None:
         b'From: a@x.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
         b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n" + parts + b"--b--\r\n"
     )
-    msg = norm(raw, blob_store=LocalDirectoryBlobStore(tmp_path))
+    msg = await norm_stored(raw, LocalDirectoryBlobStore(tmp_path))
     assert msg.text == "hello"
     assert len(msg.attachments) == 100
     assert "attachments-truncated: 400 not kept" in msg.parser_defects
 
 
-def test_compressed_attachment_is_stored_as_is_never_decompressed(tmp_path: Path) -> None:
+async def test_compressed_attachment_is_stored_as_is_never_decompressed(tmp_path: Path) -> None:
     bomb = gzip.compress(b"\0" * 5_000_000)  # a small file that would expand to 5 MB
     import base64
 
@@ -274,14 +285,14 @@ def test_compressed_attachment_is_stored_as_is_never_decompressed(tmp_path: Path
         b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(bomb) + b"--b--\r\n"
     )
     store = LocalDirectoryBlobStore(tmp_path)
-    msg = norm(raw, blob_store=store)
+    msg = await norm_stored(raw, store)
     (att,) = msg.attachments
     assert att.size == len(bomb)
     assert att.blob_ref is not None
     assert store.get(att.blob_ref) == bomb
 
 
-def test_per_file_and_total_attachment_caps(tmp_path: Path) -> None:
+async def test_per_file_and_total_attachment_caps(tmp_path: Path) -> None:
     def part(name: str, size: int) -> bytes:
         return (
             b"--b\r\nContent-Type: application/octet-stream\r\n"
@@ -296,7 +307,7 @@ def test_per_file_and_total_attachment_caps(tmp_path: Path) -> None:
         + b"--b--\r\n"
     )
     limits = NormalizeLimits(max_attachment_bytes=2000, max_total_attachment_bytes=1000)
-    msg = norm(raw, blob_store=LocalDirectoryBlobStore(tmp_path), limits=limits)
+    msg = await norm_stored(raw, LocalDirectoryBlobStore(tmp_path), limits=limits)
     big, a, b = msg.attachments
     assert big.blob_ref is None
     assert big.size == 3000
@@ -307,14 +318,36 @@ def test_per_file_and_total_attachment_caps(tmp_path: Path) -> None:
     assert "attachments-total-over-cap: 2" in msg.parser_defects
 
 
-def test_failing_blob_store_is_recorded_not_raised() -> None:
+async def test_failing_blob_store_raises_so_nothing_is_published() -> None:
     class Broken:
-        def put(self, tenant_id: str, sha256: str, content: bytes, content_type: str) -> str:
-            raise BlobStoreError("disk full")
+        async def put(self, tenant_id: str, sha256: str, content: bytes, content_type: str) -> str:
+            raise OSError("disk full")
 
-    msg = norm(load("signed_smime.eml"), blob_store=Broken())
-    assert msg.attachments[0].blob_ref is None
-    assert "blob-store-failed: 0: BlobStoreError" in msg.parser_defects
+    with pytest.raises(BlobStoreError):
+        await norm_stored(load("signed_smime.eml"), Broken())
+
+
+async def test_oversize_bodies_are_kept_whole_in_the_store(tmp_path: Path) -> None:
+    body = ("word " * 400).encode()
+    html = b"<p>" + b"x" * 3000 + b"</p>"
+    raw = (
+        b'From: a@x.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\n"
+        + body
+        + b"\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+        + html
+        + b"\r\n--b--\r\n"
+    )
+    store = LocalDirectoryBlobStore(tmp_path)
+    limits = NormalizeLimits(max_text_chars=100, max_html_chars=200)
+    msg = await norm_stored(raw, store, limits=limits)
+    assert len(msg.text) <= 100
+    assert "text-truncated" in msg.parser_defects
+    text_ref, html_ref = msg.provider_metadata["text_blob_ref"], msg.provider_metadata["html_blob_ref"]
+    assert isinstance(text_ref, str)
+    assert isinstance(html_ref, str)
+    assert store.get(text_ref).decode().strip() == body.decode().strip()
+    assert store.get(html_ref) == html
 
 
 def test_deep_nesting_does_not_crash() -> None:
@@ -435,11 +468,11 @@ def test_html_to_text_blocks_and_scripts() -> None:
 def test_local_blob_store_is_idempotent_and_safe(tmp_path: Path) -> None:
     store = LocalDirectoryBlobStore(tmp_path)
     sha = hashlib.sha256(b"abc").hexdigest()
-    ref = store.put("acme", sha, b"abc", "text/plain")
-    assert store.put("acme", sha, b"abc", "text/plain") == ref
+    ref = store.put_sync("acme", sha, b"abc", "text/plain")
+    assert store.put_sync("acme", sha, b"abc", "text/plain") == ref
     assert store.get(ref) == b"abc"
     assert not list(tmp_path.rglob(".tmp-*"))
     with pytest.raises(BlobStoreError):
-        store.put("../etc", sha, b"abc", "text/plain")
+        store.put_sync("../etc", sha, b"abc", "text/plain")
     with pytest.raises(BlobStoreError):
-        store.put("acme", "../../passwd", b"abc", "text/plain")
+        store.put_sync("acme", "../../passwd", b"abc", "text/plain")

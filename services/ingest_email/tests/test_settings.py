@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -64,3 +65,24 @@ def test_build_app_composes_smtp_webhooks_and_imap() -> None:
     assert [p.mailbox.name for p in parts.imap] == ["acme"]
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert {"/inbound/mailgun/{tenant}", "/inbound/postmark/{tenant}", "/healthz", "/readyz", "/metrics"} <= paths
+
+
+def test_blob_store_and_sender_verification_settings(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError):
+        IngestEmailSettings(blob_dir=tmp_path, blob_s3_bucket="b")
+    with pytest.raises(ValidationError):
+        IngestEmailSettings(blob_s3_bucket="b", blob_s3_access_key_id="k")
+    s = IngestEmailSettings(
+        blob_s3_bucket="b",
+        blob_s3_access_key_id="AKIA-EXAMPLE",
+        blob_s3_secret_access_key="very-secret",
+        sender_trusted_authserv_ids=frozenset({"MX.Help.Example"}),
+    )
+    options = s.s3_options()
+    assert options is not None
+    assert options.secret_access_key == "very-secret"
+    assert "very-secret" not in repr(s.masked())
+    policy = s.verification_policy()
+    assert policy.trusted_authserv_ids == frozenset({"mx.help.example"})
+    assert policy.dkim
+    assert IngestEmailSettings().verification_policy().trusted_authserv_ids == frozenset()

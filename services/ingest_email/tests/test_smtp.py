@@ -213,7 +213,7 @@ async def test_stop_drains_a_message_in_flight() -> None:
             await super().publish(record)
 
     publisher = GatedPublisher()
-    server = await start(publisher)  # type: ignore[arg-type]
+    server = await start(publisher)
     port = server.port
     raw = b"From: a@customer.example\r\n\r\nin flight\r\n"
     client = asyncio.create_task(asyncio.to_thread(send, port, ["support@acme.example"], raw))

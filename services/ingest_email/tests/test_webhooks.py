@@ -19,6 +19,7 @@ from switchboard.common.events import InboundMessage
 from switchboard.ingest_email.ingest import EmailIngestor
 from switchboard.ingest_email.publish import PublishError
 from switchboard.ingest_email.routing import RecipientMap, Route
+from switchboard.ingest_email.sender_auth import SenderVerifier, VerificationPolicy
 from switchboard.ingest_email.webhook_auth import MailgunVerifier, ReplayCache
 from switchboard.ingest_email.webhooks import WEBHOOKS, InboundWebhooks, WebhookCredentials
 
@@ -49,7 +50,7 @@ def publisher() -> FakePublisher:
 def build_app(publisher: FakePublisher, max_body_bytes: int = 1024 * 1024) -> web.Application:
     app = web.Application()
     InboundWebhooks(
-        ingestor=EmailIngestor(publisher, clock=lambda: NOW),
+        ingestor=EmailIngestor(publisher, clock=lambda: NOW, verifier=SenderVerifier(VerificationPolicy(dkim=False))),
         credentials=WebhookCredentials(
             mailgun_signing_keys={"acme": MAILGUN_KEY},
             sendgrid_secrets={"acme": SENDGRID_SECRET},
@@ -404,3 +405,33 @@ def test_replay_cache_is_bounded_and_expires() -> None:
     assert cache.seen("t4", now=105.0)
     assert not cache.seen("t4", now=111.0)
     assert len(cache) == 0
+
+
+async def test_sendgrid_dkim_verdict_verifies_the_from_handle(client: Client, publisher: FakePublisher) -> None:
+    headers = "From: Kim <kim@example.org>\r\nReply-To: desk@other.example\r\nMessage-ID: <sg-v1@example.org>\r\n"
+    for dkim, envelope_from in (("{@example.org : pass}", "bounce@mailer.example"), ("{@evil.example : pass}", None)):
+        form = sendgrid_form(
+            headers=headers,
+            text="hello",
+            dkim=dkim,
+            SPF="pass",
+            envelope=json.dumps({"to": ["support@acme.example"], "from": envelope_from or "x@evil.example"}),
+        )
+        resp = await client.post(f"/inbound/sendgrid/acme/{SENDGRID_SECRET}", data=form)
+        assert resp.status == 200
+    good, forged = publisher.records
+    assert {h.value: h.verified for h in good.contact.handles} == {"desk@other.example": False, "kim@example.org": True}
+    assert good.provider_metadata["sender_verified_by"] == "provider:sendgrid"
+    assert not any(h.verified for h in forged.contact.handles)
+
+
+async def test_mailgun_spf_verdict_needs_an_aligned_envelope_sender(client: Client, publisher: FakePublisher) -> None:
+    raw = b"From: Kim <kim@example.org>\r\nMessage-ID: <mg-v1@example.org>\r\n\r\nhello\r\n"
+    for token, sender in (("tok-v1", "bounce@mail.example.org"), ("tok-v2", "bounce@evil.example")):
+        form = aiohttp.FormData({**signed(token), "sender": sender, "X-Mailgun-Spf": "Pass"})
+        form.add_field("body-mime", raw.decode())
+        resp = await client.post("/inbound/mailgun/acme", data=form)
+        assert resp.status == 200
+    aligned_record, misaligned = publisher.records
+    assert aligned_record.contact.handles[0].verified
+    assert not misaligned.contact.handles[0].verified

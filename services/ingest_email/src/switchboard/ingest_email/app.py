@@ -11,10 +11,12 @@ from aiohttp import web
 from switchboard.common.logging import get_logger
 from switchboard.common.runtime import REGISTRY, TOPICS, add_kafka, create_app
 
-from .blobs import LocalDirectoryBlobStore
+from .blobs import BlobStore, LocalDirectoryBlobStore
 from .imap import ImapPoller
 from .ingest import EmailIngestor, IngestMetrics
 from .publish import ProducerPublisher, Publisher
+from .s3_blobs import S3BlobStore
+from .sender_auth import DnsKeyResolver, KeyResolver, SenderVerifier
 from .settings import IngestEmailSettings
 from .smtp import EmailSMTPHandler, SMTPListener, SMTPOptions, tls_context_from_files
 from .webhook_auth import MailgunVerifier, ReplayCache
@@ -39,17 +41,40 @@ class IngestEmail:
 INGEST_EMAIL = web.AppKey("ingest_email", IngestEmail)
 
 
-def build_app(settings: IngestEmailSettings, *, publisher: Publisher | None = None) -> web.Application:
+def build_app(
+    settings: IngestEmailSettings,
+    *,
+    publisher: Publisher | None = None,
+    key_resolver: KeyResolver | None = None,
+) -> web.Application:
+    """The service. ``publisher`` and ``key_resolver`` (DKIM keys) are injectable for tests."""
     app = create_app(settings, client_max_size=settings.webhook_max_body_bytes)
     if publisher is None:
         kafka = add_kafka(app)
         publisher = ProducerPublisher(kafka.producer, app[TOPICS].inbound)
     recipients = settings.recipient_map()
+    blob_store: BlobStore | None = None
+    s3_options = settings.s3_options()
+    if s3_options is not None:
+        s3 = S3BlobStore(s3_options)
+        blob_store = s3
+
+        async def s3_ctx(_app: web.Application) -> AsyncIterator[None]:
+            async with s3:
+                yield
+
+        app.cleanup_ctx.insert(0, s3_ctx)  # open before any way in accepts mail, closed after
+    elif settings.blob_dir:
+        blob_store = LocalDirectoryBlobStore(settings.blob_dir)
+    policy = settings.verification_policy()
+    if policy.dkim and key_resolver is None:
+        key_resolver = DnsKeyResolver(timeout_seconds=settings.sender_dkim_dns_timeout_seconds)
     ingestor = EmailIngestor(
         publisher,
-        blob_store=LocalDirectoryBlobStore(settings.blob_dir) if settings.blob_dir else None,
+        blob_store=blob_store,
         limits=settings.normalize_limits(),
         metrics=IngestMetrics(app[REGISTRY]),
+        verifier=SenderVerifier(policy, key_resolver),
     )
     webhooks = InboundWebhooks(
         ingestor=ingestor,

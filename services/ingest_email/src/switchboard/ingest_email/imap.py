@@ -21,6 +21,7 @@ import aioimaplib
 
 from switchboard.common.logging import get_logger
 
+from .blobs import BlobStoreError
 from .ingest import EmailIngestor
 from .publish import PublishError
 from .routing import Route
@@ -227,7 +228,15 @@ class ImapPoller:
                     await session.wait_for_new(self.mailbox.poll_seconds)
             except asyncio.CancelledError:
                 raise
-            except (PublishError, ImapError, OSError, TimeoutError, aioimaplib.Abort, aioimaplib.Error) as exc:
+            except (
+                PublishError,
+                BlobStoreError,
+                ImapError,
+                OSError,
+                TimeoutError,
+                aioimaplib.Abort,
+                aioimaplib.Error,
+            ) as exc:
                 self.failures += 1
                 log.warning(
                     "imap poll failed; reconnecting",

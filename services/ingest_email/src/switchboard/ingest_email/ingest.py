@@ -1,4 +1,9 @@
-"""The pipeline every way in shares: normalize raw bytes, then publish once per tenant."""
+"""The pipeline every way in shares: normalize raw bytes, keep the content in the blob
+store, verify the sender, then publish (once per tenant).
+
+Nothing is published before its blobs are stored: a store failure raises
+:class:`~.blobs.BlobStoreError`, which the ways in answer with a retryable refusal.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +19,19 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from switchboard.common.events import InboundMessage, utcnow
 from switchboard.common.logging import get_logger
 
-from .blobs import BlobStore
-from .normalize import NormalizeLimits, normalize_email
+from .blobs import BlobStore, BlobStoreError
+from .normalize import Normalized, NormalizeLimits, PendingBlob, normalize_message
 from .publish import Publisher
 from .routing import Route
+from .sender_auth import ProviderVerdict, SenderVerifier, mark_verified
 
-__all__ = ["INLINE_NORMALIZE_BYTES", "EmailIngestor"]
+__all__ = ["INLINE_NORMALIZE_BYTES", "EmailIngestor", "store_blobs"]
 
 log = get_logger(__name__)
 
 INLINE_NORMALIZE_BYTES = 32 * 1024
 """Messages up to this size are normalized on the event loop (tens of microseconds);
-larger ones, and all of them when a blob store (blocking file I/O) is configured, go to a
-worker thread."""
+larger ones go to a worker thread."""
 
 
 class IngestMetrics:
@@ -35,7 +40,7 @@ class IngestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.messages = Counter(
             "switchboard_ingest_email_messages",
-            "Inbound emails by provider and outcome (published, broker_unavailable)",
+            "Inbound emails by provider and outcome (published, broker_unavailable, blob_store_unavailable)",
             ["provider", "outcome"],
             registry=registry,
         )
@@ -53,6 +58,32 @@ class IngestMetrics:
         )
 
 
+async def store_blobs(normalized: Normalized, store: BlobStore) -> InboundMessage:
+    """Store every pending blob (all of them, or raise :class:`BlobStoreError`) and return
+    the record carrying their references."""
+    record = normalized.record
+    if not normalized.blobs:
+        return record
+
+    async def put(blob: PendingBlob) -> str:
+        return await store.put(record.tenant_id, blob.sha256, blob.content, blob.content_type)
+
+    try:
+        refs = await asyncio.gather(*(put(b) for b in normalized.blobs))
+    except BlobStoreError:
+        raise
+    except Exception as exc:  # a store that broke its contract is still a store failure
+        raise BlobStoreError(f"blob store failed: {type(exc).__name__}") from exc
+    attachments = list(record.attachments)
+    metadata = dict(record.provider_metadata)
+    for blob, ref in zip(normalized.blobs, refs, strict=True):
+        if blob.target == "attachment":
+            attachments[blob.index] = attachments[blob.index].model_copy(update={"blob_ref": ref})
+        else:
+            metadata[f"{blob.target}_blob_ref"] = ref
+    return record.model_copy(update={"attachments": tuple(attachments), "provider_metadata": metadata})
+
+
 @dataclass
 class EmailIngestor:
     publisher: Publisher
@@ -60,6 +91,7 @@ class EmailIngestor:
     limits: NormalizeLimits = field(default_factory=NormalizeLimits)
     clock: Callable[[], datetime] = utcnow
     metrics: IngestMetrics | None = None
+    verifier: SenderVerifier | None = None
 
     async def normalize(
         self,
@@ -70,27 +102,38 @@ class EmailIngestor:
         recipient: str | None = None,
         envelope_sender: str | None = None,
         provider_metadata: Mapping[str, Any] | None = None,
+        provider_verdict: ProviderVerdict | None = None,
     ) -> InboundMessage:
+        """The record as it will be published: content stored, sender verified.
+
+        Raises :class:`BlobStoreError` when the content could not be stored.
+        """
         kwargs: dict[str, Any] = {
             "tenant_id": route.tenant_id,
             "provider": provider,
             "recipient": recipient,
             "inbox": route.inbox,
             "envelope_sender": envelope_sender,
-            "blob_store": self.blob_store,
+            "store_content": self.blob_store is not None,
             "limits": self.limits,
             "received_at": self.clock(),
             "provider_metadata": provider_metadata,
         }
         started = time.perf_counter()
-        if len(raw) <= INLINE_NORMALIZE_BYTES and self.blob_store is None:
-            record = normalize_email(raw, **kwargs)
+        if len(raw) <= INLINE_NORMALIZE_BYTES:
+            normalized = normalize_message(raw, **kwargs)
         else:
-            record = await asyncio.to_thread(lambda: normalize_email(raw, **kwargs))
+            normalized = await asyncio.to_thread(lambda: normalize_message(raw, **kwargs))
+        record = normalized.record
         if self.metrics is not None:
             self.metrics.normalize_seconds.observe(time.perf_counter() - started)
             if record.parser_defects:
                 self.metrics.defective.labels(str(record.provider_metadata.get("parser"))).inc()
+        if self.blob_store is not None:
+            record = await store_blobs(normalized, self.blob_store)
+        if self.verifier is not None and normalized.author is not None:
+            verification = await self.verifier.verify(raw, normalized.author, provider_verdict)
+            record = mark_verified(record, normalized.author, verification)
         return record
 
     async def ingest(
@@ -102,16 +145,27 @@ class EmailIngestor:
         recipient: str | None = None,
         envelope_sender: str | None = None,
         provider_metadata: Mapping[str, Any] | None = None,
+        provider_verdict: ProviderVerdict | None = None,
     ) -> InboundMessage:
-        """Normalize and publish; raises :class:`~.publish.PublishError` when not acknowledged."""
-        record = await self.normalize(
-            raw,
-            route=route,
-            provider=provider,
-            recipient=recipient,
-            envelope_sender=envelope_sender,
-            provider_metadata=provider_metadata,
-        )
+        """Normalize, store, verify and publish.
+
+        Raises :class:`~.blobs.BlobStoreError` when the content could not be stored (nothing
+        is published) and :class:`~.publish.PublishError` when the broker did not acknowledge.
+        """
+        try:
+            record = await self.normalize(
+                raw,
+                route=route,
+                provider=provider,
+                recipient=recipient,
+                envelope_sender=envelope_sender,
+                provider_metadata=provider_metadata,
+                provider_verdict=provider_verdict,
+            )
+        except BlobStoreError:
+            if self.metrics is not None:
+                self.metrics.messages.labels(provider, "blob_store_unavailable").inc()
+            raise
         try:
             await self.publisher.publish(record)
         except Exception:
@@ -126,6 +180,7 @@ class EmailIngestor:
             provider=provider,
             record_id=record.id,
             parser=record.provider_metadata.get("parser"),
+            sender_verified_by=record.provider_metadata.get("sender_verified_by"),
             defects=len(record.parser_defects),
             automated=record.automated.value if record.automated else None,
         )

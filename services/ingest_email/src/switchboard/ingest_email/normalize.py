@@ -39,12 +39,13 @@ from switchboard.common.events import (
     utcnow,
 )
 
-from .blobs import BlobStore
-
 __all__ = [
     "NormalizeLimits",
+    "Normalized",
+    "PendingBlob",
     "html_to_text",
     "normalize_email",
+    "normalize_message",
     "parse_msg_ids",
     "split_html",
     "split_reply",
@@ -70,6 +71,32 @@ class NormalizeLimits:
     max_defects: int = 50
     max_forward_bytes: int = 1024 * 1024
     reply_languages: tuple[str, ...] = ("en",)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBlob:
+    """Content to keep in the blob store before the record is published.
+
+    ``target`` is ``attachment`` (``index`` into the record's attachments), ``text`` or
+    ``html`` (a body over its cap, kept whole next to the truncated copy on the record).
+    """
+
+    target: Literal["attachment", "text", "html"]
+    index: int
+    sha256: str
+    content: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """A normalized record, with what still has to happen to it before it is published."""
+
+    record: InboundMessage
+    blobs: tuple[PendingBlob, ...] = ()
+    author: str | None = None
+    """The single From address, when the message has exactly one (what sender
+    authentication can vouch for); ``None`` for zero or several."""
 
 
 # --------------------------------------------------------------------------- parsed form
@@ -536,7 +563,13 @@ def _automated(parsed: _Parsed, content_type: str) -> AutomatedKind | None:
 # --------------------------------------------------------------------------- assembly
 
 
-def normalize_email(
+def normalize_email(raw: bytes, **kwargs: Any) -> InboundMessage:
+    """:func:`normalize_message`'s record alone (no content kept anywhere)."""
+    kwargs.pop("store_content", None)
+    return normalize_message(raw, **kwargs).record
+
+
+def normalize_message(
     raw: bytes,
     *,
     tenant_id: str,
@@ -544,21 +577,23 @@ def normalize_email(
     recipient: str | None = None,
     inbox: str | None = None,
     envelope_sender: str | None = None,
-    blob_store: BlobStore | None = None,
+    store_content: bool = False,
     limits: NormalizeLimits | None = None,
     received_at: datetime | None = None,
     provider_metadata: Mapping[str, Any] | None = None,
     parser: Literal["auto", "stdlib"] = "auto",
-) -> InboundMessage:
+) -> Normalized:
     """Normalize one raw RFC 5322 message into an ``InboundMessage`` on the email channel.
 
-    Never raises because of the message's content; only an invalid ``tenant_id`` or
-    ``provider`` (caller errors) raise ``pydantic.ValidationError``. Attachment content
-    goes to ``blob_store`` when one is given (a store failure is recorded as a defect and
-    the attachment is kept as metadata only). ``parser="stdlib"`` skips the fast path
-    (for comparison and benchmarks).
+    Pure CPU work, no I/O. Never raises because of the message's content; only an invalid
+    ``tenant_id`` or ``provider`` (caller errors) raise ``pydantic.ValidationError``. With
+    ``store_content``, the attachments within the caps, and the whole text or HTML of a
+    body over its cap, come back as :class:`PendingBlob` for the caller to store (and set
+    ``blob_ref``) before publishing. ``parser="stdlib"`` skips the fast path (for
+    comparison and benchmarks).
     """
     limits = limits or NormalizeLimits()
+    pending: list[PendingBlob] = []
     defects: list[str] = []
     parsed: _Parsed | None = None
     hostile = False
@@ -631,9 +666,13 @@ def normalize_email(
     plain = plain.replace("\r\n", "\n")
     if len(plain) > limits.max_text_chars:
         defects.append("text-truncated")
+        if store_content:
+            pending.append(_body_blob("text", plain))
         plain = plain[: limits.max_text_chars]
     if html is not None and len(html) > limits.max_html_chars:
         defects.append("html-truncated")
+        if store_content:
+            pending.append(_body_blob("html", html))
         html = html[: limits.max_html_chars]
     languages = list(limits.reply_languages)
     language = _language(parsed.header("content-language"))
@@ -648,7 +687,7 @@ def normalize_email(
         quoted = f"{quoted}\n\n{html_quoted}" if quoted else html_quoted
 
     # attachments (and forwarded messages' text)
-    attachments, forwarded = _attachments(parsed.parts, tenant_id, blob_store, limits, defects)
+    attachments, forwarded = _attachments(parsed.parts, store_content, limits, defects, pending)
     if forwarded:
         quoted = "\n\n".join(x for x in (quoted, *forwarded) if x)
 
@@ -664,7 +703,7 @@ def normalize_email(
     metadata: dict[str, Any] = {"parser": parsed.parser}
     if provider_metadata:
         metadata.update(provider_metadata)
-    return InboundMessage(
+    record = InboundMessage(
         tenant_id=tenant_id,
         channel=Channel.EMAIL,
         provider=provider,
@@ -687,6 +726,23 @@ def normalize_email(
         parser_defects=tuple(d[:300] for d in defects),
         provider_metadata=metadata,
     )
+    return Normalized(record, tuple(pending), _author(parsed))
+
+
+def _author(parsed: _Parsed) -> str | None:
+    """The From address when there is exactly one From header naming exactly one address."""
+    headers = parsed.headers.get("from", ())
+    if len(parsed.from_) != 1 or len(headers) != 1:
+        return None  # the fast parser keeps only the first address: count them in the header
+    if len([a for _, a in email.utils.getaddresses([headers[0]]) if a]) != 1:
+        return None
+    return parsed.from_[0][1].strip() or None
+
+
+def _body_blob(target: Literal["text", "html"], body: str) -> PendingBlob:
+    content = body.encode("utf-8", "surrogatepass")
+    ctype = "text/plain; charset=utf-8" if target == "text" else "text/html; charset=utf-8"
+    return PendingBlob(target, 0, hashlib.sha256(content).hexdigest(), content, ctype)
 
 
 _LANG_RE = re.compile(r"^\s*([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]+)*")
@@ -699,10 +755,10 @@ def _language(value: str | None) -> str | None:
 
 def _attachments(
     parts: list[_Part],
-    tenant_id: str,
-    blob_store: BlobStore | None,
+    store_content: bool,
     limits: NormalizeLimits,
     defects: list[str],
+    pending: list[PendingBlob],
 ) -> tuple[list[Attachment], list[str]]:
     out: list[Attachment] = []
     forwarded: list[str] = []
@@ -713,18 +769,14 @@ def _attachments(
     for index, part in enumerate(parts):
         content = part.content
         digest = hashlib.sha256(content).hexdigest()
-        blob_ref: str | None = None
-        if blob_store is not None:
+        if store_content:
             if len(content) > limits.max_attachment_bytes:
                 defects.append(f"attachment-over-cap: {index}")
             elif stored_total + len(content) > limits.max_total_attachment_bytes:
                 defects.append(f"attachments-total-over-cap: {index}")
             else:
-                try:
-                    blob_ref = blob_store.put(tenant_id, digest, content, part.content_type)
-                    stored_total += len(content)
-                except Exception as exc:
-                    defects.append(f"blob-store-failed: {index}: {type(exc).__name__}")
+                pending.append(PendingBlob("attachment", index, digest, content, part.content_type))
+                stored_total += len(content)
         filename = _clean_filename(part.filename)
         if part.content_type == "message/rfc822":
             text, subject = _forwarded_text(content, limits)
@@ -741,7 +793,6 @@ def _attachments(
                 sha256=digest,
                 content_id=part.content_id[:998] if part.content_id else None,
                 inline=disposition == "inline" or (not disposition and part.content_id is not None),
-                blob_ref=blob_ref,
             )
         )
     return out, forwarded

@@ -12,15 +12,17 @@ Maps and secrets are JSON in the environment, for example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
 
 from switchboard.common.settings import ServiceSettings
 
 from .imap import ImapMailbox
 from .normalize import NormalizeLimits
 from .routing import RecipientMap, Route
+from .s3_blobs import S3Options
+from .sender_auth import VerificationPolicy
 
 __all__ = ["ImapMailboxSettings", "IngestEmailSettings", "RecipientRoute"]
 
@@ -102,6 +104,26 @@ class IngestEmailSettings(ServiceSettings):
     imap_mailboxes: list[ImapMailboxSettings] = Field(default_factory=list)
 
     blob_dir: Path | None = Field(default=None, description="Local directory for attachment content; off when unset")
+    blob_s3_bucket: str | None = Field(
+        default=None, description="S3 bucket for attachment content (instead of blob_dir)"
+    )
+    blob_s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint; unset: AWS")
+    blob_s3_region: str | None = None
+    blob_s3_access_key_id: SecretStr | None = None
+    blob_s3_secret_access_key: SecretStr | None = None
+    blob_s3_prefix: str = ""
+    blob_s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    blob_s3_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    sender_verify_dkim: bool = Field(default=True, description="Verify DKIM signatures aligned with From")
+    sender_dkim_dns_timeout_seconds: float = Field(default=3.0, gt=0)
+    sender_trusted_authserv_ids: frozenset[str] = Field(
+        default=frozenset(), description="authserv-ids whose Authentication-Results are trusted (none by default)"
+    )
+    sender_trust_provider_verdicts: bool = Field(
+        default=True, description="Use Mailgun/SendGrid/Postmark SPF and DKIM verdicts from authenticated webhooks"
+    )
+    sender_alignment: Literal["relaxed", "strict"] = "relaxed"
     max_attachments: int = Field(default=100, ge=0)
     max_attachment_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     max_total_attachment_bytes: int = Field(default=25 * 1024 * 1024, ge=0)
@@ -110,6 +132,38 @@ class IngestEmailSettings(ServiceSettings):
     reply_languages: tuple[str, ...] = Field(
         default=("en",), description="Languages of reply headers to recognise (mail-parser-reply codes)"
     )
+
+    @model_validator(mode="after")
+    def _one_blob_store(self) -> IngestEmailSettings:
+        if self.blob_dir is not None and self.blob_s3_bucket:
+            raise ValueError("set blob_dir or blob_s3_bucket, not both")
+        if bool(self.blob_s3_access_key_id) != bool(self.blob_s3_secret_access_key):
+            raise ValueError("blob_s3_access_key_id and blob_s3_secret_access_key go together")
+        return self
+
+    def s3_options(self) -> S3Options | None:
+        if not self.blob_s3_bucket:
+            return None
+        return S3Options(
+            bucket=self.blob_s3_bucket,
+            endpoint_url=self.blob_s3_endpoint_url,
+            region=self.blob_s3_region,
+            access_key_id=self.blob_s3_access_key_id.get_secret_value() if self.blob_s3_access_key_id else None,
+            secret_access_key=(
+                self.blob_s3_secret_access_key.get_secret_value() if self.blob_s3_secret_access_key else None
+            ),
+            prefix=self.blob_s3_prefix,
+            addressing_style=self.blob_s3_addressing_style,
+            read_timeout_seconds=self.blob_s3_timeout_seconds,
+        )
+
+    def verification_policy(self) -> VerificationPolicy:
+        return VerificationPolicy(
+            dkim=self.sender_verify_dkim,
+            trusted_authserv_ids=frozenset(i.strip().lower() for i in self.sender_trusted_authserv_ids),
+            provider_verdicts=self.sender_trust_provider_verdicts,
+            alignment=self.sender_alignment,
+        )
 
     def recipient_map(self) -> RecipientMap:
         routes = {}

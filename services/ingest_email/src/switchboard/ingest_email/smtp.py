@@ -7,7 +7,8 @@ Reply codes, as a sending MTA sees them:
 * ``552`` for a message over the size limit (advertised with ``SIZE``; enforced by aiosmtpd);
 * ``250`` at end of DATA only once the message is on the broker for every tenant addressed
   (a message for several tenants is published once per tenant);
-* ``451 4.3.0`` when the broker did not acknowledge, so the sender queues and retries (a
+* ``451 4.3.0`` when the broker did not acknowledge, or the blob store did not keep the
+  attachments (nothing is published then), so the sender queues and retries (a
   retry republishes under the same ``provider_message_id``; consumers drop duplicates).
 """
 
@@ -24,6 +25,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from switchboard.common.logging import get_logger
 
+from .blobs import BlobStoreError
 from .ingest import EmailIngestor
 from .publish import PublishError
 from .routing import InvalidAddress, RecipientMap, Route
@@ -97,6 +99,9 @@ class EmailSMTPHandler:
             except PublishError:
                 log.warning("smtp message not acknowledged by the broker", tenant=route.tenant_id)
                 return "451 4.3.0 Temporary failure storing the message, try again later"
+            except BlobStoreError:
+                log.warning("smtp message content could not be stored", tenant=route.tenant_id)
+                return "451 4.3.0 Temporary failure storing the attachments, try again later"
             except Exception:
                 log.exception("smtp message could not be ingested", tenant=route.tenant_id)
                 return "451 4.3.0 Temporary local error, try again later"

@@ -11,7 +11,8 @@ Routes (the tenant is always the authenticated endpoint's, never the body's):
 Whenever a provider posts parsed fields instead of raw MIME, they are put back together
 as MIME (:func:`mime_from_fields`) so that one normalization serves every way in.
 Every refusal is JSON ``{"error": code, "detail": text}``: 401/403 credentials, 415 content
-type, 413 size, 400 unparseable, 503 broker unavailable (the provider retries).
+type, 413 size, 400 unparseable, 503 broker or blob store unavailable (the provider retries).
+The providers' own SPF/DKIM verdicts go to sender verification (:mod:`.provider_verdicts`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ from aiohttp import BodyPartReader, web
 
 from switchboard.common.logging import get_logger
 
+from .blobs import BlobStoreError
 from .ingest import EmailIngestor
+from .provider_verdicts import mailgun_verdict, postmark_verdict, sendgrid_verdict
 from .publish import PublishError
 from .routing import InvalidAddress, RecipientMap, Route
+from .sender_auth import ProviderVerdict
 from .webhook_auth import AuthError, MailgunVerifier, check_basic_auth, check_secret
 
 __all__ = ["WEBHOOKS", "InboundWebhooks", "WebhookCredentials", "mime_from_fields"]
@@ -210,6 +214,7 @@ class InboundWebhooks:
         recipient: str | None,
         sender: str | None,
         metadata: Mapping[str, Any] | None = None,
+        verdict: ProviderVerdict | None = None,
     ) -> web.Response:
         try:
             record = await self.ingestor.ingest(
@@ -219,10 +224,14 @@ class InboundWebhooks:
                 recipient=recipient,
                 envelope_sender=sender,
                 provider_metadata=metadata,
+                provider_verdict=verdict,
             )
         except PublishError:
             log.warning("webhook message not acknowledged by the broker", tenant=tenant, provider=provider)
             return _error(503, "broker_unavailable", "the message could not be stored; retry later")
+        except BlobStoreError:
+            log.warning("webhook message content could not be stored", tenant=tenant, provider=provider)
+            return _error(503, "blob_store_unavailable", "the attachments could not be stored; retry later")
         return web.json_response({"status": "accepted", "id": record.id})
 
     async def _guard(self, request: web.Request, handler: Any) -> web.Response:
@@ -261,7 +270,10 @@ class InboundWebhooks:
                 html=form.text("body-html"),
                 attachments=[(f, t, d, None) for name, f, t, d in form.files if name.startswith("attachment-")],
             )
-        response = await self._publish(raw, tenant=tenant, provider="mailgun", recipient=recipient, sender=sender)
+        verdict = mailgun_verdict(form.text("X-Mailgun-Spf"), form.text("X-Mailgun-Dkim-Check-Result"), sender)
+        response = await self._publish(
+            raw, tenant=tenant, provider="mailgun", recipient=recipient, sender=sender, verdict=verdict
+        )
         if response.status == 200 and token:
             self.mailgun.accept(tenant, token)
         return response
@@ -302,7 +314,10 @@ class InboundWebhooks:
                 html=form.text("html", charsets.get("html")),
                 attachments=attachments,
             )
-        return await self._publish(raw, tenant=tenant, provider="sendgrid", recipient=recipient, sender=sender)
+        verdict = sendgrid_verdict(form.text("SPF"), form.text("dkim"), sender)
+        return await self._publish(
+            raw, tenant=tenant, provider="sendgrid", recipient=recipient, sender=sender, verdict=verdict
+        )
 
     # ------------------------------------------------------------------ Postmark
 
@@ -335,7 +350,10 @@ class InboundWebhooks:
             raw = self._postmark_mime(data)
         from_full = data.get("FromFull")
         sender = _str(from_full.get("Email")) if isinstance(from_full, dict) else _str(data.get("From"))
-        return await self._publish(raw, tenant=tenant, provider="postmark", recipient=recipient, sender=sender)
+        verdict = postmark_verdict(data.get("Headers"))
+        return await self._publish(
+            raw, tenant=tenant, provider="postmark", recipient=recipient, sender=sender, verdict=verdict
+        )
 
     @staticmethod
     def _postmark_mime(data: Mapping[str, Any]) -> bytes:
