@@ -1,11 +1,19 @@
 """Benchmark: signed, validated webhook requests per second vs a bare aiohttp handler.
 
-Runs each server in its own process (one core each), drives it from this process with
-``--connections`` concurrent keep-alive connections, and prints requests/s and latency
-percentiles for both, measured in the same run. The webhook server verifies the
-``X-Hub-Signature-256`` of a WhatsApp text message, parses and normalizes it, and publishes
-it: to a real broker with ``--bootstrap host:port`` (acknowledged, ``inbound.v1`` of a
-fresh prefix), otherwise to an in-memory publisher (host overhead only).
+Runs each server in its own process and drives it from this process with ``--connections``
+concurrent keep-alive connections (a raw asyncio HTTP/1.1 client, so the client costs far
+less than the servers it measures). Prints requests/s and latency percentiles for both,
+measured in the same run, and their ratio.
+
+* ``bare``: an aiohttp handler that only reads the body and answers 200.
+* ``webhook``: the full path of the service: ``X-Hub-Signature-256`` check of a WhatsApp
+  text message, parse, normalization into ``InboundMessage``, dedupe, publish to
+  ``inbound.v1`` of a fresh prefix on a real broker, and a 200 only once the broker
+  acknowledged the request's record.
+
+The broker is the one of ``--bootstrap host:port``, else an embedded broker started for
+the run; ``--in-memory`` publishes to an in-memory publisher instead (host overhead only).
+``--profile FILE`` writes a cProfile of the webhook server (read it with ``pstats``).
 
     python services/ingest_social/bench/bench_webhooks.py --requests 20000 --connections 64
 """
@@ -14,20 +22,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import multiprocessing
+import os
+import re
+import signal
 import socket
 import statistics
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event as MpEvent
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 SECRET = b"bench-secret"
+PATH = "/v1/whatsapp/acme"
+_CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 
 
 def free_port() -> int:
@@ -67,135 +82,235 @@ def body_for(i: int) -> bytes:
     )
 
 
-def serve(kind: str, port: int, bootstrap: str | None, ready: multiprocessing.synchronize.Event) -> None:
+def signed_requests(port: int, first: int, count: int) -> list[bytes]:
+    """``count`` complete HTTP/1.1 requests with distinct message ids, ready to write."""
+    out = []
+    for i in range(first, first + count):
+        body = body_for(i)
+        sig = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+        head = (
+            f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"X-Hub-Signature-256: {sig}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        out.append(head.encode() + body)
+    return out
+
+
+# ---------------------------------------------------------------------------------- servers
+
+
+def serve(kind: str, port: int, bootstrap: str | None, profile: str | None, ready: MpEvent) -> None:
     async def bare(request: web.Request) -> web.Response:
         await request.read()
         return web.Response(text="ok")
 
     async def main() -> None:
-        if kind == "bare":
-            app = web.Application()
-            app.router.add_post("/v1/whatsapp/acme", bare)
-            producer = None
-        else:
-            from prometheus_client import CollectorRegistry
-
-            from switchboard.ingest_social.adapters import WhatsAppAdapter
-            from switchboard.ingest_social.sdk import (
-                AdapterMetrics,
-                AdapterServices,
-                Publisher,
-                TenantConfig,
-                build_webhook_app,
-            )
-            from switchboard.ingest_social.sdk.testing import RecordingPublisher
-
-            publisher: Publisher
-            producer = None
-            if bootstrap:
-                from switchboard.common.kafka.producer import RecordProducer
-                from switchboard.common.settings import KafkaSettings
-                from switchboard.common.topics import Topics, ensure_topics
-                from switchboard.ingest_social.kafka_publisher import KafkaPublisher
-
-                settings = KafkaSettings(bootstrap=bootstrap, partitions=1)
-                topics = Topics(f"bench-{uuid.uuid4().hex[:8]}.")
-                await ensure_topics(settings, topics)
-                producer = RecordProducer(settings)
-                await producer.start()
-                publisher = KafkaPublisher(producer, topics.inbound)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        async with contextlib.AsyncExitStack() as stack:
+            if kind == "bare":
+                app = web.Application()
+                app.router.add_post(PATH, bare)
             else:
-                publisher = RecordingPublisher()
-            services = AdapterServices(publisher=publisher, metrics=AdapterMetrics(CollectorRegistry()))
-            tenants = {"whatsapp": {"acme": TenantConfig(secrets={"app_secret": SECRET.decode(), "verify_token": "v"})}}
-            app = build_webhook_app([WhatsAppAdapter()], tenants, services)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
-        ready.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            if producer is not None:
-                await producer.stop()
+                app = await stack.enter_async_context(webhook_app(bootstrap))
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+            ready.set()
+            await stop.wait()
 
+    if profile:
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            asyncio.run(main())
+        prof.dump_stats(profile)
+    else:
+        asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def webhook_app(bootstrap: str | None) -> AsyncIterator[web.Application]:
+    from prometheus_client import CollectorRegistry
+
+    from switchboard.ingest_social.adapters import WhatsAppAdapter
+    from switchboard.ingest_social.sdk import (
+        AdapterMetrics,
+        AdapterServices,
+        Publisher,
+        TenantConfig,
+        build_webhook_app,
+    )
+    from switchboard.ingest_social.sdk.testing import RecordingPublisher
+
+    async with contextlib.AsyncExitStack() as stack:
+        publisher: Publisher
+        if bootstrap:
+            from switchboard.common.kafka.producer import RecordProducer
+            from switchboard.common.settings import KafkaSettings
+            from switchboard.common.topics import Topics, ensure_topics
+            from switchboard.ingest_social.kafka_publisher import KafkaPublisher
+
+            settings = KafkaSettings(bootstrap=bootstrap, partitions=1)
+            topics = Topics(f"bench-{uuid.uuid4().hex[:8]}.")
+            await ensure_topics(settings, topics)
+            producer = await stack.enter_async_context(RecordProducer(settings))
+            publisher = KafkaPublisher(producer, topics.inbound)
+        else:
+            publisher = RecordingPublisher()
+        services = AdapterServices(publisher=publisher, metrics=AdapterMetrics(CollectorRegistry()))
+        tenants = {"whatsapp": {"acme": TenantConfig(secrets={"app_secret": SECRET.decode(), "verify_token": "v"})}}
+        yield build_webhook_app([WhatsAppAdapter()], tenants, services)
+
+
+# ---------------------------------------------------------------------------------- client
+
+
+@dataclass
+class Load:
+    requests: Sequence[bytes]
+    next_index: int = 0
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection sending one request at a time until the load is used up."""
+
+    def __init__(self, load: Load, done: asyncio.Future[None]) -> None:
+        self._load = load
+        self._done = done
+        self._buf = bytearray()
+        self._started = 0.0
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._send_next()
+
+    def _send_next(self) -> None:
+        assert self._transport is not None
+        load = self._load
+        if load.next_index >= len(load.requests):
+            self._transport.close()
+            return
+        request = load.requests[load.next_index]
+        load.next_index += 1
+        self._started = time.perf_counter()
+        self._transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        match = _CONTENT_LENGTH.search(self._buf, 0, end + 2)
+        total = end + 4 + (int(match.group(1)) if match else 0)
+        if len(self._buf) < total:
+            return
+        if self._buf[9:12] != b"200":
+            self._load.errors += 1
+        del self._buf[:total]
+        self._load.latencies.append(time.perf_counter() - self._started)
+        self._send_next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+
+async def drive(port: int, requests: Sequence[bytes], connections: int) -> tuple[float, Load]:
+    loop = asyncio.get_running_loop()
+    load = Load(requests)
+    started = time.perf_counter()
+    waits = []
+    for _ in range(connections):
+        done: asyncio.Future[None] = loop.create_future()
+        await loop.create_connection(lambda d=done: Connection(load, d), "127.0.0.1", port)  # type: ignore[misc]
+        waits.append(done)
+    await asyncio.gather(*waits)
+    elapsed = time.perf_counter() - started
+    if len(load.latencies) != len(requests):
+        load.errors += len(requests) - len(load.latencies)
+    return elapsed, load
+
+
+@dataclass(frozen=True)
+class Figures:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us: float
+    """Server process CPU time (user + system) per request."""
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process (Linux ``/proc``; 0 elsewhere)."""
     try:
-        import uvloop  # type: ignore[import-not-found]
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main())
-
-
-async def drive(port: int, bodies: Sequence[tuple[bytes, str]], connections: int) -> tuple[float, list[float], int]:
-    url = f"http://127.0.0.1:{port}/v1/whatsapp/acme"
-    latencies: list[float] = []
-    errors = 0
-    next_index = 0
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            nonlocal next_index, errors
-            while next_index < len(bodies):
-                body, sig = bodies[next_index]
-                next_index += 1
-                started = time.perf_counter()
-                headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sig}
-                async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        errors += 1
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - started
-    return elapsed, latencies, errors
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(kind: str, args: argparse.Namespace, bodies: Sequence[tuple[bytes, str]]) -> float:
+def run(kind: str, args: argparse.Namespace, bootstrap: str | None, profile: str | None) -> Figures:
     port = free_port()
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
-    proc = ctx.Process(target=serve, args=(kind, port, args.bootstrap, ready), daemon=True)
+    proc = ctx.Process(target=serve, args=(kind, port, bootstrap, profile, ready), daemon=True)
     proc.start()
     try:
-        if not ready.wait(30):
+        if not ready.wait(60):
             raise SystemExit(f"{kind} server did not start")
-        asyncio.run(drive(port, bodies[: min(2000, len(bodies))], args.connections))  # warm-up
-        elapsed, latencies, errors = asyncio.run(drive(port, bodies, args.connections))
+        warmup = signed_requests(port, 10_000_000, min(2000, args.requests))
+        asyncio.run(drive(port, warmup, args.connections))
+        requests = signed_requests(port, 0, args.requests)
+        cpu_before = cpu_seconds(proc.pid)
+        elapsed, load = asyncio.run(drive(port, requests, args.connections))
+        cpu = cpu_seconds(proc.pid) - cpu_before
     finally:
         proc.terminate()
-        proc.join(10)
-    rps = len(bodies) / elapsed
-    q = statistics.quantiles(latencies, n=100)
+        proc.join(30)
+    q = statistics.quantiles(load.latencies, n=100)
+    figures = Figures(args.requests / elapsed, q[49] * 1000, q[98] * 1000, load.errors, cpu / args.requests * 1e6)
     print(
-        f"{kind:8s} {rps:9.0f} req/s  p50 {q[49] * 1000:6.2f} ms  p99 {q[98] * 1000:6.2f} ms  "
-        f"errors {errors}  ({len(bodies)} requests, {args.connections} connections)"
+        f"{kind:8s} {figures.rps:9.0f} req/s  p50 {figures.p50_ms:6.2f} ms  p99 {figures.p99_ms:6.2f} ms  "
+        f"server CPU {figures.cpu_us:5.0f} us/req  errors {figures.errors}  "
+        f"({args.requests} requests, {args.connections} connections)",
+        flush=True,
     )
-    return rps
+    return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap; omitted: in-memory publisher")
+    parser.add_argument("--rounds", type=int, default=1, help="bare/webhook pairs to run, alternating")
+    parser.add_argument("--bootstrap", default=None, help="an existing broker; default: an embedded one")
+    parser.add_argument("--in-memory", action="store_true", help="publish to memory instead of a broker")
+    parser.add_argument("--profile", default=None, help="write a cProfile of the webhook server here")
     args = parser.parse_args()
-    bodies = []
-    for i in range(args.requests):
-        body = body_for(i)
-        bodies.append((body, "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()))
-    bare = run("bare", args, bodies)
-    # fresh message ids for the webhook run, so none is dropped as a duplicate of the warm-up
-    bodies = [
-        (b, "sha256=" + hmac.new(SECRET, b, hashlib.sha256).hexdigest())
-        for b in (body_for(args.requests + i) for i in range(args.requests))
-    ]
-    webhook = run("webhook", args, bodies)
-    print(f"webhook / bare = {webhook / bare:.2f}")
+
+    with contextlib.ExitStack() as stack:
+        bootstrap = args.bootstrap
+        if not bootstrap and not args.in_memory:
+            from switchboard.common.broker import EmbeddedBroker
+
+            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
+        print(f"publisher: {'in-memory' if args.in_memory else f'broker at {bootstrap}'}", flush=True)
+        ratios = []
+        for _ in range(args.rounds):
+            bare = run("bare", args, None, None)
+            webhook = run("webhook", args, None if args.in_memory else bootstrap, args.profile)
+            ratios.append(webhook.rps / bare.rps)
+            print(f"webhook / bare = {ratios[-1]:.2f}", flush=True)
+        if len(ratios) > 1:
+            print(f"median webhook / bare over {len(ratios)} rounds = {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

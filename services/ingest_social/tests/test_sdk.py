@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import ClassVar
@@ -179,3 +180,88 @@ async def test_duplicates_within_one_request_are_published_once(
         assert await resp.json() == {"accepted": 1, "duplicates": 2}
     assert [m.text for m in publisher.records] == ["a", "b", "c"]
     assert publisher.calls == 2
+
+
+class UrlEchoAdapter(EchoAdapter):
+    """Puts the public URL it was given into the message text."""
+
+    name: ClassVar[str] = "urlecho"
+
+    def parse(self, raw_body: bytes, request: WebhookRequest, tenant: Tenant) -> list[InboundMessage]:
+        handles = [ContactHandle(kind="echo", value="v")]
+        return [self.message(request, tenant, provider_message_id="1", handles=handles, text=request.public_url)]
+
+
+class NoUrlEchoAdapter(UrlEchoAdapter):
+    name: ClassVar[str] = "nourlecho"
+    signs_public_url: ClassVar[bool] = False
+
+
+async def test_public_url_is_built_only_for_adapters_that_sign_it() -> None:
+    publisher = RecordingPublisher()
+    services = AdapterServices(publisher=publisher, metrics=AdapterMetrics(CollectorRegistry()))
+    tenants = {name: {"acme": TenantConfig(secrets={"token": "t"})} for name in ("urlecho", "nourlecho")}
+    app = build_webhook_app([UrlEchoAdapter(), NoUrlEchoAdapter()], tenants, services)
+    headers = {"x-token": "t", "Content-Type": "application/json"}
+    async with TestClient(TestServer(app)) as client:
+        for name in ("urlecho", "nourlecho"):
+            async with client.post(f"/v1/{name}/acme?a=1", data=b"{}", headers=headers) as resp:
+                assert resp.status == 200
+    signed_url, unsigned_url = (m.text for m in publisher.records)
+    assert signed_url.startswith("http://")
+    assert signed_url.endswith("/v1/urlecho/acme?a=1")
+    assert unsigned_url == ""
+
+
+def test_message_helper_fills_schema_id_and_creation_time_and_lets_fields_override_them() -> None:
+    adapter = EchoAdapter()
+    request = WebhookRequest(
+        adapter="echo",
+        tenant_id="acme",
+        method="POST",
+        public_url="",
+        headers={},
+        query={},
+        content_type="application/json",
+        received_at=datetime(2026, 3, 1, tzinfo=UTC),
+    )
+    tenant = Tenant("acme", TenantConfig(secrets={"token": "t"}))
+    handles = [ContactHandle(kind="echo", value="v")]
+    first = adapter.message(request, tenant, provider_message_id="1", handles=handles)
+    second = adapter.message(request, tenant, provider_message_id="2", handles=handles)
+    assert first.schema_ == InboundMessage.schema_id()
+    assert first.id != second.id
+    assert first.created_at.tzinfo is not None
+    given = adapter.message(
+        request, tenant, provider_message_id="3", handles=handles, id="fixed", created_at=request.received_at
+    )
+    assert (given.id, given.created_at) == ("fixed", request.received_at)
+
+
+async def test_metric_children_are_resolved_once_and_count_every_outcome() -> None:
+    registry = CollectorRegistry()
+    metrics = AdapterMetrics(registry)
+    assert metrics.adapter("echo") is metrics.adapter("echo")
+    assert metrics.adapter("echo").outcome("bad_signature") is metrics.adapter("echo").outcome("bad_signature")
+    services = AdapterServices(publisher=RecordingPublisher(), metrics=metrics)
+    app = build_webhook_app([EchoAdapter()], {"echo": {"acme": TenantConfig(secrets={"token": "t"})}}, services)
+    headers = {"x-token": "t", "Content-Type": "application/json"}
+    async with TestClient(TestServer(app)) as client:
+        async with client.post("/v1/echo/acme", data=b'{"texts": ["a"]}', headers=headers) as resp:
+            assert resp.status == 200
+        async with client.post("/v1/echo/acme", data=b'{"texts": ["a"]}', headers=headers) as resp:
+            assert await resp.json() == {"accepted": 0, "duplicates": 1}
+        async with client.post("/v1/echo/acme", data=b"{}", headers={**headers, "x-token": "wrong"}) as resp:
+            assert resp.status == 401
+        async with client.post("/v1/echo/other", data=b"{}", headers=headers) as resp:
+            assert resp.status == 404
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("switchboard_webhook_requests_total", adapter="echo", outcome="ok") == 2
+    assert value("switchboard_webhook_requests_total", adapter="echo", outcome="bad_signature") == 1
+    assert value("switchboard_webhook_requests_total", adapter="echo", outcome="unknown_tenant") == 1
+    assert value("switchboard_webhook_messages_total", adapter="echo") == 1
+    assert value("switchboard_webhook_duplicates_total", adapter="echo") == 1
+    assert value("switchboard_webhook_seconds_count", adapter="echo") == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 
@@ -143,3 +144,64 @@ async def test_broker_stopping_mid_run_gives_503(embedded_broker: EmbeddedBroker
             async with http.post(f"{base}/v1/whatsapp/acme", data=again, headers=signed(again)) as resp:
                 assert resp.status == 503
                 assert (await resp.json())["error"] == "broker_unavailable"
+
+
+def one_message(message_id: str) -> bytes:
+    payload = orjson.loads(orjson.dumps(WHATSAPP))
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["messages"] = [{**value["messages"][0], "id": message_id}]
+    return orjson.dumps(payload)
+
+
+async def test_concurrent_webhooks_are_each_on_the_broker_when_answered(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap, partitions=1)
+    settings = IngestSocialSettings(
+        topic_prefix=topic_prefix, http_port=0, kafka=kafka, ingest_social_discover_plugins=False
+    )
+    async with RecordProducer(kafka) as producer:
+        app = build_app(settings, channels=channels(), publisher=KafkaPublisher(producer, Topics(topic_prefix).inbound))
+        ids = [f"wamid.C{i}" for i in range(24)]
+        answered: list[str] = []
+        async with running_app(app) as base, aiohttp.ClientSession() as http:
+
+            async def post(message_id: str) -> None:
+                body = one_message(message_id)
+                async with http.post(f"{base}/v1/whatsapp/acme", data=body, headers=signed(body)) as resp:
+                    assert resp.status == 200, await resp.text()
+                    assert await resp.json() == {"accepted": 1, "duplicates": 0}
+                    answered.append(message_id)
+
+            await asyncio.gather(*(post(i) for i in ids))
+        # every request answered 2xx is already on the broker: read exactly as many records as answers
+        records = await consume(kafka_bootstrap, Topics(topic_prefix).inbound, count=len(answered))
+    codec = RecordCodec(InboundMessage)
+    assert sorted(codec.decode_as(r.value, InboundMessage).provider_message_id for r in records) == sorted(ids)
+    assert sorted(answered) == sorted(ids)
+
+
+@pytest.mark.slow
+async def test_concurrent_webhooks_all_get_503_when_the_broker_is_gone(
+    embedded_broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    kafka = KafkaSettings(bootstrap=embedded_broker.bootstrap, partitions=1, request_timeout_ms=2000)
+    settings = IngestSocialSettings(
+        topic_prefix=topic_prefix, http_port=0, kafka=kafka, ingest_social_discover_plugins=False
+    )
+    async with RecordProducer(kafka, send_timeout=2.0) as producer:
+        publisher = KafkaPublisher(producer, Topics(topic_prefix).inbound, timeout=2.0)
+        app = build_app(settings, channels=channels(), publisher=publisher)
+        async with running_app(app) as base, aiohttp.ClientSession() as http:
+            warm = one_message("wamid.W0")
+            async with http.post(f"{base}/v1/whatsapp/acme", data=warm, headers=signed(warm)) as resp:
+                assert resp.status == 200, await resp.text()
+            embedded_broker.stop()
+
+            async def post(message_id: str) -> tuple[int, str]:
+                body = one_message(message_id)
+                async with http.post(f"{base}/v1/whatsapp/acme", data=body, headers=signed(body)) as resp:
+                    return resp.status, (await resp.json())["error"]
+
+            results = await asyncio.gather(*(post(f"wamid.D{i}") for i in range(8)))
+    assert results == [(503, "broker_unavailable")] * 8

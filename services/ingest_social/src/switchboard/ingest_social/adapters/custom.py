@@ -79,6 +79,7 @@ class CustomChannelAdapter(ChannelAdapter):
     name: ClassVar[str] = "custom"
     channel: ClassVar[Channel] = Channel.CUSTOM
     required_secrets: ClassVar[frozenset[str]] = frozenset({"signing_secret"})
+    signs_public_url: ClassVar[bool] = False
 
     def verify(self, request: WebhookRequest, raw_body: bytes, tenant: TenantConfig) -> None:
         verify_standard_webhook(

@@ -59,6 +59,7 @@ class MessengerAdapter(ChannelAdapter):
     channel: ClassVar[Channel] = Channel.MESSENGER
     provider: ClassVar[str] = "meta"
     required_secrets: ClassVar[frozenset[str]] = frozenset({"app_secret", "verify_token"})
+    signs_public_url: ClassVar[bool] = False
     object_type: ClassVar[str] = "page"
     handle_kind: ClassVar[str] = "messenger"
 

@@ -28,6 +28,7 @@ class TelegramAdapter(ChannelAdapter):
     name: ClassVar[str] = "telegram"
     channel: ClassVar[Channel] = Channel.TELEGRAM
     required_secrets: ClassVar[frozenset[str]] = frozenset({"secret_token"})
+    signs_public_url: ClassVar[bool] = False
 
     def verify(self, request: WebhookRequest, raw_body: bytes, tenant: TenantConfig) -> None:
         presented = request.headers.get("X-Telegram-Bot-Api-Secret-Token")

@@ -50,6 +50,7 @@ class WebChatAdapter(ChannelAdapter):
     name: ClassVar[str] = "webchat"
     channel: ClassVar[Channel] = Channel.CHAT
     required_secrets: ClassVar[frozenset[str]] = frozenset({"site_key"})
+    signs_public_url: ClassVar[bool] = False
     max_body_bytes: ClassVar[int] = 64 * 1024
 
     def verify(self, request: WebhookRequest, raw_body: bytes, tenant: TenantConfig) -> None:

@@ -50,6 +50,7 @@ class WhatsAppAdapter(ChannelAdapter):
     channel: ClassVar[Channel] = Channel.WHATSAPP
     provider: ClassVar[str] = "meta"
     required_secrets: ClassVar[frozenset[str]] = frozenset({"app_secret", "verify_token"})
+    signs_public_url: ClassVar[bool] = False
 
     def verify(self, request: WebhookRequest, raw_body: bytes, tenant: TenantConfig) -> None:
         verify_meta_signature(request, raw_body, tenant)

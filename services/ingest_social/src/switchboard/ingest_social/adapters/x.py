@@ -39,6 +39,7 @@ class XAdapter(ChannelAdapter):
     name: ClassVar[str] = "x"
     channel: ClassVar[Channel] = Channel.X
     required_secrets: ClassVar[frozenset[str]] = frozenset({"consumer_secret"})
+    signs_public_url: ClassVar[bool] = False
 
     def verify(self, request: WebhookRequest, raw_body: bytes, tenant: TenantConfig) -> None:
         verify_prefixed_signature(

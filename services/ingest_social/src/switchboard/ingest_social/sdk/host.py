@@ -46,7 +46,7 @@ async def _handle(
     tenant_id = request.match_info["tenant"]
     config = tenants.get(tenant_id) if _TENANT_RE.match(tenant_id) else None
     if config is None:
-        adapter.services.metrics.requests.labels(adapter.name, UnknownTenant.code).inc()
+        adapter.counters.outcome(UnknownTenant.code).inc()
         return UnknownTenant(f"tenant {tenant_id!r} is not configured for {adapter.name}").response()
     return await adapter.dispatch(route, request, Tenant(tenant_id, config))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["AdapterMetrics"]
+__all__ = ["AdapterCounters", "AdapterMetrics"]
 
 
 class AdapterMetrics:
@@ -36,3 +36,31 @@ class AdapterMetrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
         )
+        self._adapters: dict[str, AdapterCounters] = {}
+
+    def adapter(self, name: str) -> AdapterCounters:
+        """The metric children of one adapter (created on first use, then reused)."""
+        counters = self._adapters.get(name)
+        if counters is None:
+            counters = self._adapters[name] = AdapterCounters(self, name)
+        return counters
+
+
+class AdapterCounters:
+    """One adapter's metric children, resolved once: ``.labels()`` on every request is slow."""
+
+    def __init__(self, metrics: AdapterMetrics, adapter: str) -> None:
+        self._metrics = metrics
+        self._adapter = adapter
+        self.ok = metrics.requests.labels(adapter, "ok")
+        self.messages = metrics.messages.labels(adapter)
+        self.duplicates = metrics.duplicates.labels(adapter)
+        self.seconds = metrics.seconds.labels(adapter)
+        self._outcomes: dict[str, Counter] = {"ok": self.ok}
+
+    def outcome(self, code: str) -> Counter:
+        """The request counter of an outcome (``ok`` or an error code)."""
+        child = self._outcomes.get(code)
+        if child is None:
+            child = self._outcomes[code] = self._metrics.requests.labels(self._adapter, code)
+        return child

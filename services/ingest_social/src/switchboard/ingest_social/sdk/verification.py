@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -36,7 +35,7 @@ def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
 
 
 def hmac_sha256(secret: str | bytes, message: bytes) -> bytes:
-    return hmac.new(_b(secret), message, hashlib.sha256).digest()
+    return hmac.digest(_b(secret), message, "sha256")  # one-shot C path, faster than hmac.new
 
 
 def verify_token(presented: str | None, expected: str, *, what: str = "token") -> None:
@@ -133,4 +132,4 @@ def twilio_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]
     As Twilio computes it: sorted by name, a repeated name's values sorted, identical pairs once.
     """
     data = url + "".join(k + v for k, v in sorted(set(params)))
-    return base64.b64encode(hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+    return base64.b64encode(hmac.digest(auth_token.encode(), data.encode(), "sha1")).decode()
