@@ -13,7 +13,6 @@ and its structure checked; the Grafana dashboard is checked for the panels and m
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -58,59 +57,7 @@ TARGETS = [f"overlay:{name}" for name in OVERLAYS] + ["base"] + [f"base+{name}" 
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-@cache
-def _kustomize_command() -> tuple[str, ...]:
-    if kubectl := shutil.which("kubectl"):
-        return (kubectl, "kustomize")
-    if kustomize := shutil.which("kustomize"):
-        return (kustomize, "build")
-    pytest.fail(
-        "deploy checks need kustomize: install kubectl (it bundles kustomize, e.g. Debian/Ubuntu "
-        "package kubectl from the Kubernetes apt repository) or a standalone kustomize v5 binary on "
-        "PATH. No PyPI package offers kustomize with components for Python 3.11."
-    )
-
-
-def _render_dir(path: Path) -> list[Resource]:
-    result = subprocess.run(
-        [*_kustomize_command(), str(path)], capture_output=True, text=True, timeout=120, check=False
-    )
-    if result.returncode != 0:
-        pytest.fail(f"kustomize failed for {path}:\n{result.stderr}")
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-@pytest.fixture(scope="session")
-def render(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], list[Resource]]:
-    """Render a target by name (``overlay:dev``, ``base``, ``base+keda``); cached per session."""
-    rendered: dict[str, list[Resource]] = {}
-
-    def _render(target: str) -> list[Resource]:
-        if target not in rendered:
-            if target.startswith("overlay:"):
-                rendered[target] = _render_dir(K8S / "overlays" / target.removeprefix("overlay:"))
-            elif target == "base":
-                rendered[target] = _render_dir(K8S / "base")
-            else:
-                component = target.removeprefix("base+")
-                root = tmp_path_factory.mktemp(f"with-{component}")
-                (root / "kustomization.yaml").write_text(
-                    yaml.safe_dump(
-                        {
-                            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                            "kind": "Kustomization",
-                            # kustomize wants relative paths here
-                            "resources": [os.path.relpath(K8S / "base", root)],
-                            "components": [os.path.relpath(K8S / "components" / component, root)],
-                        }
-                    )
-                )
-                rendered[target] = _render_dir(root)
-        return rendered[target]
-
-    return _render
+# The `render` fixture (kubectl kustomize, cached for the session) is in conftest.py.
 
 
 def _of_kind(resources: list[Resource], kind: str) -> list[Resource]:
@@ -409,7 +356,7 @@ def test_router_rules_are_a_directory_mount_of_a_stable_configmap(
     resources = render(target)
     pod = _named(resources, "Deployment", "switchboard-router")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    rules_file = Path(next(e["value"] for e in container["env"] if e["name"] == "SWITCHBOARD_ROUTER_RULES_FILE"))
+    rules_file = Path(next(e["value"] for e in container["env"] if e["name"] == "SWITCHBOARD_RULES_FILE"))
     (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == rules_file.parent]
     assert "subPath" not in mount, "a subPath mount is never updated: the router could not reload its rules"
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
@@ -574,7 +521,8 @@ def test_grafana_dashboard_has_the_key_panels() -> None:
     assert len(ids) == len(set(ids))
     exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
     for metric in (
-        "switchboard_inbound_total",
+        "switchboard_ingest_email_messages_total",
+        "switchboard_webhook_messages_total",
         "switchboard_router_queue_depth",
         "switchboard_router_oldest_wait_seconds",
         "switchboard_router_assignment_latency_seconds_bucket",
@@ -593,6 +541,30 @@ def test_grafana_dashboard_has_the_key_panels() -> None:
             assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
             assert 'namespace=~"$namespace"' in target["expr"], target["expr"]
     assert {v["name"] for v in dashboard["templating"]["list"]} == {"datasource", "namespace"}
+
+
+def _declared_metric_names() -> set[str]:
+    """Metric names the services and the shared library register (string literals in their source)."""
+    sources = [*(REPO / "libs" / "common" / "src").rglob("*.py"), *(REPO / "services").glob("*/src/**/*.py")]
+    return {name for path in sources for name in re.findall(r'"(switchboard_[a-z0-9_]+)"', path.read_text())}
+
+
+def _exposed(name: str, declared: set[str]) -> bool:
+    """Whether ``name`` is a series a declared metric exposes (a counter adds _total, a histogram _bucket...)."""
+    candidates = {name} | {name.removesuffix(s) for s in ("_total", "_bucket", "_sum", "_count", "_created")}
+    return bool(candidates & declared)
+
+
+def test_dashboard_and_docs_use_only_metrics_the_services_expose() -> None:
+    declared = _declared_metric_names()
+    assert "switchboard_kafka_consumer_lag" in declared
+    assert not _exposed("switchboard_inbound_total", declared), "the check must tell a missing metric"
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"])
+    for name in set(re.findall(r"\bswitchboard_[a-z0-9_]+", exprs)):
+        assert _exposed(name, declared), f"the dashboard queries {name}, which no service exposes"
+    for name in set(re.findall(r"`(switchboard_[a-z0-9_]+)", OPERATIONS_DOC.read_text())):
+        assert _exposed(name, declared), f"docs/operations.md names {name}, which no service exposes"
 
 
 def test_operations_doc_points_at_paths_that_exist() -> None:
