@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/common/pyproject.toml $(wildcard services/*/pyproject.toml)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run broker test test-fast lint typecheck format check clean images manifests
+.PHONY: help install run demo broker test test-fast lint typecheck format check clean images manifests
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,6 +24,11 @@ install: $(STAMP) ## Create .venv and install every package (editable) and the d
 
 run: $(STAMP) ## Start the embedded broker and every service (uses SWITCHBOARD_KAFKA_BOOTSTRAP if set); Ctrl-C stops all
 	$(BIN)/switchboard-dev run
+
+DEMO_RATE ?= 1
+DEMO_DURATION ?= 60
+demo: $(STAMP) ## Send demo traffic to a running `make run` (DEMO_RATE=1 msg/s, DEMO_DURATION=60 s)
+	$(BIN)/switchboard-dev demo --rate $(DEMO_RATE) --duration $(DEMO_DURATION)
 
 broker: $(STAMP) ## Run only the embedded Kafka-compatible broker on 127.0.0.1:9092
 	$(BIN)/switchboard-dev broker
