@@ -123,10 +123,7 @@ class RecordProducer:
         self, topic: str, record: Record, *, key: bytes | None = None
     ) -> asyncio.Future[RecordMetadata]:
         """Enqueue a record; :meth:`flush` waits for it (and raises if it failed)."""
-        future = await self._enqueue(topic, record.key() if key is None else key, encode(record), None)
-        self._pending.add(future)
-        future.add_done_callback(self._settled)
-        return future
+        return await self.send_raw_soon(topic, record.key() if key is None else key, encode(record))
 
     async def send_raw_soon(
         self,
