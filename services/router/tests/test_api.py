@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ async def test_writes_validate_and_land_on_agent_events(
         for _ in range(200):
             if seen := await agent_seen():
                 break
-            await __import__("asyncio").sleep(0.05)
+            await asyncio.sleep(0.05)
         assert seen
         async with http.get(f"{url}/v1/tenants/acme/agents/ann") as answer:
             view = await answer.json()

@@ -46,6 +46,7 @@ ROUTER = web.AppKey("router", RouterService)
 SELF_URL = web.AppKey("self_url", str)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 
+OwnedRead = Callable[[web.Request, RouterService, str], Awaitable[web.Response]]
 _PROXIED = "X-Switchboard-Proxied-By"
 _SERVER_SET = frozenset({"schema", "schema_", "id", "tenant_id", "created_at"})
 _OPEN = (
@@ -217,11 +218,20 @@ async def _owner_or_proxy(request: web.Request) -> str | web.Response:
         return _error(502, f"the owner of this tenant did not answer: {type(exc).__name__}", owner=owner)
 
 
-async def get_conversation(request: web.Request) -> web.Response:
-    tenant = await _owner_or_proxy(request)
-    if isinstance(tenant, web.Response):
-        return tenant
-    service = request.app[ROUTER]
+def _owned_read(handler: OwnedRead) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Run a read for a tenant this instance owns; otherwise answer with the owner's reply (or why not)."""
+
+    async def read(request: web.Request) -> web.Response:
+        tenant = await _owner_or_proxy(request)
+        if isinstance(tenant, web.Response):
+            return tenant
+        return await handler(request, request.app[ROUTER], tenant)
+
+    return read
+
+
+@_owned_read
+async def get_conversation(request: web.Request, service: RouterService, tenant: str) -> web.Response:
     conv_id = request.match_info["conversation_id"]
     conv = service.engine.conversation(tenant, conv_id)
     if conv is None:
@@ -231,11 +241,8 @@ async def get_conversation(request: web.Request) -> web.Response:
     return web.json_response(data)
 
 
-async def get_queue(request: web.Request) -> web.Response:
-    tenant = await _owner_or_proxy(request)
-    if isinstance(tenant, web.Response):
-        return tenant
-    service = request.app[ROUTER]
+@_owned_read
+async def get_queue(request: web.Request, service: RouterService, tenant: str) -> web.Response:
     queue_id = request.match_info["queue_id"]
     stats = next((q for q in service.engine.queue_stats(tenant) if q.queue_id == queue_id), None)
     if stats is None:
@@ -266,11 +273,8 @@ async def get_queue(request: web.Request) -> web.Response:
     )
 
 
-async def get_agent(request: web.Request) -> web.Response:
-    tenant = await _owner_or_proxy(request)
-    if isinstance(tenant, web.Response):
-        return tenant
-    service = request.app[ROUTER]
+@_owned_read
+async def get_agent(request: web.Request, service: RouterService, tenant: str) -> web.Response:
     agent_id = request.match_info["agent_id"]
     agent = service.engine.agent(tenant, agent_id)
     if agent is None:
@@ -284,11 +288,8 @@ async def get_agent(request: web.Request) -> web.Response:
     return web.json_response(data)
 
 
-async def get_overview(request: web.Request) -> web.Response:
-    tenant = await _owner_or_proxy(request)
-    if isinstance(tenant, web.Response):
-        return tenant
-    service = request.app[ROUTER]
+@_owned_read
+async def get_overview(request: web.Request, service: RouterService, tenant: str) -> web.Response:
     engine = service.engine
     conversations = []
     for conv in engine.conversations(tenant, statuses=_OPEN, limit=200):

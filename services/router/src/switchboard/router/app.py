@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 
 import aiohttp
@@ -56,10 +56,9 @@ def build_app(
     """The router: Kafka processor, HTTP API, dashboard, rules watcher, metrics."""
     app = create_app(settings, registry=registry)
     metrics = RouterMetrics(app[REGISTRY])
-    service_ref: list[RouterService] = []
     watcher = RulesWatcher(
         settings.rules_file,
-        on_rules=lambda new: service_ref[0].set_rules(new),
+        on_rules=lambda new: service.set_rules(new),  # bound when called: the service is built below
         metrics=metrics,
         interval=settings.rules_check_seconds,
     )
@@ -69,7 +68,6 @@ def build_app(
     kafka = add_kafka(app)
     directory = OwnerDirectory()
     base_url = settings.base_url()
-    extra = {"wall_clock": wall_clock} if wall_clock is not None else {}
     service = RouterService(
         rules=initial,
         kafka=settings.kafka,
@@ -80,9 +78,8 @@ def build_app(
         explanations=Explanations(settings.explanations_kept),
         client_id=f"{settings.service_name}",
         restore_fetch_max_bytes=settings.restore_fetch_max_bytes,
-        **extra,
+        wall_clock=wall_clock or (lambda: datetime.now(UTC)),
     )
-    service_ref.append(service)
     metrics.watch(lambda: service.engine, app[REGISTRY])
 
     async def on_assigned(partitions: set[TopicPartition]) -> None:

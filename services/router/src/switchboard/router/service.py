@@ -200,7 +200,8 @@ class RouterService:
             fx = self.engine.handle(record)  # a RoutingError goes to the dead-letter topic
         finally:
             self._now = None
-        step = self._collect(fx, message.partition)
+        self._collect(fx)
+        step = self._step(message.partition)
         step.position[message.topic] = message.offset + 1
         if isinstance(record, InboundMessage) and fx.dispatches:
             step.received.append(record.received_at)
@@ -215,8 +216,8 @@ class RouterService:
             step = self._steps[partition] = _Step()
         return step
 
-    def _collect(self, fx: Effects, partition: int | None = None) -> _Step:
-        """File effects under the partition of their tenant; returns the step of ``partition``."""
+    def _collect(self, fx: Effects) -> None:
+        """File effects under the partition of their tenant."""
         for key, record in fx.state.items():
             tenant = key.split("/", 1)[0]
             self._step(self.partition_for(tenant)).state[key.encode("utf-8")] = (
@@ -227,7 +228,6 @@ class RouterService:
         for entry in fx.log:
             self._step(self.partition_for(entry.tenant_id)).log.append(entry)
             self.explanations.add(entry)
-        return self._step(partition) if partition is not None else _Step()
 
     async def end_batch(self) -> None:
         """After each poll: fire due timers, apply new rules, then write everything collected."""
