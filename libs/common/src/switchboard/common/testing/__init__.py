@@ -33,15 +33,8 @@ def unique_prefix(stem: str = "test") -> str:
     return f"{stem}-{uuid.uuid4().hex[:8]}."
 
 
-async def consume(
-    bootstrap: str,
-    topic: str,
-    *,
-    count: int,
-    timeout: float = 15.0,
-    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool] | None = None,
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read ``topic`` from the start until ``count`` records (or ``until`` holds); fails on timeout."""
+async def _reader(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A started group-less consumer of ``topic`` from its first record."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -51,6 +44,19 @@ async def consume(
         fetch_max_wait_ms=10,
     )
     await consumer.start()
+    return consumer
+
+
+async def consume(
+    bootstrap: str,
+    topic: str,
+    *,
+    count: int,
+    timeout: float = 15.0,
+    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool] | None = None,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``topic`` from the start until ``count`` records (or ``until`` holds); fails on timeout."""
+    consumer = await _reader(bootstrap, topic)
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         async with asyncio.timeout(timeout):
@@ -73,15 +79,7 @@ async def consume_all(
     The end is found by quiet, not by the reported end offsets: the embedded broker may
     report a stale end offset after a producer died mid-write.
     """
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-    )
-    await consumer.start()
+    consumer = await _reader(bootstrap, topic)
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         async with asyncio.timeout(timeout):
