@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import pytest
+from aiokafka import TopicPartition
 
 from switchboard.common.events import DeadLetter, InboundMessage, RecordCodec, decode
 from switchboard.common.kafka import BrokerUnavailable, ConsumerLoop, Message, RecordProducer
@@ -240,3 +241,59 @@ async def test_on_batch_end_runs_before_the_commit_and_on_idle_polls(
         await task
     assert (1, 0) in ends  # the batch end saw the record handled but not yet committed
     assert (1, 1) in ends  # later polls see the commit
+
+
+async def test_records_wait_for_on_assigned_and_a_seek_there_is_where_they_resume(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    """A slow assignment callback (a state restore) ends before any record is handled.
+
+    aiokafka fetches for the new assignment while the callback still runs: whatever it
+    fetched then is put back, so a partition the callback sought resumes at that offset and
+    every other partition loses and repeats nothing.
+    """
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    handled: list[tuple[int, int, bool]] = []  # (partition, offset, callback finished when handled)
+    callback_done = False
+
+    async def handler(message: Message) -> None:
+        handled.append((message.partition, message.offset, callback_done))
+
+    async with RecordProducer(kafka_settings) as producer:
+        acks = await producer.send_many((topics.inbound, sample_inbound(i, tenant=f"t{i % 6}")) for i in range(30))
+        per_partition: dict[int, list[int]] = {}
+        for ack in acks:
+            per_partition.setdefault(ack.partition, []).append(ack.offset)
+        sought = max(per_partition, key=lambda p: len(per_partition[p]))
+        assert len(per_partition[sought]) > 2
+        loop: ConsumerLoop | None = None
+
+        async def on_assigned(assigned: set[TopicPartition]) -> None:
+            nonlocal callback_done
+            await asyncio.sleep(1.0)  # meanwhile the fetcher already has the records
+            assert loop is not None
+            loop.seek(TopicPartition(topics.inbound, sought), 2)
+            callback_done = True
+
+        loop = ConsumerLoop(
+            kafka=kafka_settings,
+            topics=[topics.inbound],
+            group_id=group,
+            handler=handler,
+            producer=producer,
+            dlq_topic=topics.dlq,
+            on_assigned=on_assigned,
+            poll_timeout_ms=50,
+        )
+        task = asyncio.create_task(loop.run())
+        expected = sum(len(offsets) for offsets in per_partition.values()) - 2
+        await eventually(lambda: len(handled) >= expected, timeout=30)
+        await eventually(lambda: loop is not None and loop._uncommitted == {})
+        await loop.stop()
+        await task
+    assert all(done for _, _, done in handled)  # nothing before the callback finished
+    for partition, offsets in per_partition.items():
+        got = [offset for p, offset, _ in handled if p == partition]
+        assert got == (offsets[2:] if partition == sought else offsets)  # nothing skipped, nothing twice

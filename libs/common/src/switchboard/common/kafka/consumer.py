@@ -10,6 +10,13 @@ the broker answers or the loop is stopped, and nothing after it is committed.
 Offsets are committed only after the producer has flushed (so whatever the handler wrote
 with ``send_soon`` is acknowledged), and also when partitions are revoked.
 
+A rebalance runs its callbacks under the same lock as batch handling, so ``on_assigned``
+(a restore, say) finishes before any record of the new assignment is handled. aiokafka
+may already have fetched records while a callback ran: such a batch is not handled but
+put back (each partition it touched and nobody sought meanwhile is rewound to its
+committed offset), so that nothing is handled by an assignment it does not belong to,
+and nothing is skipped.
+
 Two options change how a batch is handled:
 
 - ``concurrency_key``: records with different keys (for example different conversations)
@@ -109,6 +116,10 @@ class ConsumerLoop:
     _done: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _processing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     _uncommitted: dict[TopicPartition, int] = field(default_factory=dict, init=False)
+    _generation: int = field(default=0, init=False)
+    """Moves on at the start and the end of every rebalance callback."""
+    _sought: set[TopicPartition] = field(default_factory=set, init=False)
+    """Partitions moved by :meth:`seek` since the current fetch began."""
 
     @property
     def joined(self) -> bool:
@@ -122,6 +133,7 @@ class ConsumerLoop:
         """Move the next fetch of an assigned partition (from ``on_assigned``, say, after a restore)."""
         if self._consumer is not None:
             self._consumer.seek(tp, offset)
+            self._sought.add(tp)
 
     async def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset of ``tp`` (None when it has none)."""
@@ -170,6 +182,8 @@ class ConsumerLoop:
         consumer = self._consumer
         try:
             while not self._stop.is_set():
+                generation = self._generation
+                self._sought.clear()
                 fetch = asyncio.ensure_future(
                     consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.kafka.max_poll_records)
                 )
@@ -183,6 +197,9 @@ class ConsumerLoop:
                 batch = fetch.result()
                 if batch or self.on_batch_end is not None:
                     async with self._processing:
+                        if generation != self._generation:
+                            await self._put_back(consumer, batch)
+                            continue
                         await self._handle_batch(batch)
         finally:
             await self._close()
@@ -206,6 +223,22 @@ class ConsumerLoop:
             self._done.set()
 
     # ----------------------------------------------------------------- batch handling
+
+    async def _put_back(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """A rebalance ran while this batch was fetched: rewind instead of handling it."""
+        assigned = consumer.assignment()
+        for tp, raws in batch.items():
+            if not raws or tp not in assigned or tp in self._sought:
+                continue  # gone, or positioned on purpose by the rebalance callback
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+        if batch:
+            log.info("batch fetched across a rebalance put back", partitions=len(batch))
 
     async def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         consumer = self._consumer
@@ -391,16 +424,27 @@ class ConsumerLoop:
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # Wait for the batch in hand, then commit what was processed before giving partitions up.
         async with self._processing:
-            if self._consumer is not None:
-                try:
-                    await self._commit(self._consumer)
-                except (KafkaError, BrokerUnavailable) as exc:
-                    log.warning("commit on revocation failed", error=repr(exc))
-            if self.on_revoked is not None:
-                await self.on_revoked(revoked)
+            self._generation += 1
+            try:
+                if self._consumer is not None:
+                    try:
+                        await self._commit(self._consumer)
+                    except (KafkaError, BrokerUnavailable) as exc:
+                        log.warning("commit on revocation failed", error=repr(exc))
+                if self.on_revoked is not None:
+                    await self.on_revoked(revoked)
+            finally:
+                self._generation += 1
         log.info("partitions revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        if self.on_assigned is not None:
-            await self.on_assigned(assigned)
+        # Under the processing lock: no record of the new assignment is handled before the
+        # callback (a state restore, say) is done.
+        async with self._processing:
+            self._generation += 1
+            try:
+                if self.on_assigned is not None:
+                    await self.on_assigned(assigned)
+            finally:
+                self._generation += 1
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
