@@ -1,0 +1,72 @@
+"""A write failing between the changelog and the dispatches: the restore resends the outbox, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchboard.common.events import Channel, Dispatch, DispatchKind, Record, decode
+from switchboard.common.kafka import BrokerUnavailable, RecordProducer
+from switchboard.common.runtime import KAFKA, REGISTRY
+from switchboard.common.settings import KafkaSettings
+from switchboard.common.testing import consume_all, eventually
+from switchboard.common.topics import Topics, ensure_topics
+from switchboard.router.api import ROUTER
+
+from .test_service_broker import (  # type: ignore[import-not-found]
+    agent,
+    inbound,
+    records,
+    router,
+    rules_file,
+    settings_for,
+)
+
+__all__ = ["rules_file"]  # the fixture, shared with the broker tests
+
+pytestmark = pytest.mark.broker
+
+
+async def test_crash_between_changelog_and_dispatches_resends_the_outbox(
+    kafka_settings: KafkaSettings, topic_prefix: str, rules_file: Path
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    settings = settings_for(kafka_settings, topic_prefix, rules_file)
+    async with router(settings) as (app, _url), RecordProducer(kafka_settings) as producer:
+        service = app[ROUTER]
+        router_producer = app[KAFKA].producer
+        original = router_producer.send_soon
+        failures: list[str] = []
+
+        async def failing_send_soon(topic: str, record: Record, **kwargs: Any) -> Any:
+            if topic == topics.dispatch and not failures:
+                failures.append(topic)  # the changelog (with the outbox) is already acknowledged
+                raise BrokerUnavailable("simulated: broker lost after the changelog was written")
+            return await original(topic, record, **kwargs)
+
+        router_producer.send_soon = failing_send_soon  # type: ignore[method-assign]
+        await producer.send(topics.agent_events, agent("ann", billing=5))
+        await producer.send(topics.inbound, inbound(1, text="invoice"))
+        await producer.send(topics.inbound, inbound(2, text="invoice"))
+        dispatched = await records(kafka_settings.bootstrap, topics.dispatch, 2, Dispatch)
+        await eventually(
+            lambda: (app[REGISTRY].get_sample_value("switchboard_router_outboxes_resent_total") or 0) >= 1, timeout=30
+        )
+        assert failures == [topics.dispatch]
+        await eventually(lambda: service.restored.is_set(), timeout=30)
+        # later input is applied on top of the restored state (ann's email capacity is 2, chat has room)
+        await producer.send(topics.inbound, inbound(3, text="invoice", channel=Channel.CHAT))
+        await records(kafka_settings.bootstrap, topics.dispatch, 3, Dispatch)
+    decoded = [decode(r.value) for r in await consume_all(kafka_settings.bootstrap, topics.dispatch)]
+    everything = [d for d in decoded if isinstance(d, Dispatch)]
+    by_conversation: dict[str, set[str]] = {}
+    for d in everything:
+        assert d.kind is DispatchKind.ASSIGNMENT
+        by_conversation.setdefault(d.conversation.conversation_id, set()).add(d.dispatch_id)
+    # three conversations, each assigned by exactly one dispatch (a resend keeps its id)
+    assert len(by_conversation) == 3
+    assert all(len(ids) == 1 for ids in by_conversation.values())
+    assert {d.dispatch_id for d in dispatched} <= {i for ids in by_conversation.values() for i in ids}
