@@ -11,9 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
-from switchboard.common.demo import DemoTraffic, HttpSend, SmtpSend, demo_addresses, run_stream, send
+from switchboard.common.demo import (
+    VIP_ATTRIBUTES,
+    DemoTraffic,
+    HttpSend,
+    SmtpSend,
+    demo_addresses,
+    run_stream,
+    send,
+)
 from switchboard.common.demo_profile import dev_profile, find_dev_paths, load_email_profile
 from switchboard.common.events import InboundMessage, RecordCodec
 from switchboard.common.runtime import KAFKA, running_app
@@ -94,7 +103,7 @@ async def read_inbound(kafka_settings: KafkaSettings, topic_prefix: str, count: 
 async def test_a_demo_burst_is_accepted_and_lands_on_inbound(
     ingest: Ingest, kafka_settings: KafkaSettings, topic_prefix: str
 ) -> None:
-    items = ingest.traffic.take(30)  # the tour (22) and a random mix
+    items = ingest.traffic.take(30)  # the tour (24) and a random mix
     async with aiohttp.ClientSession() as http:
         results = [
             await send(item, http=http, social_url=ingest.social_url, smtp_host="127.0.0.1", smtp_port=ingest.smtp_port)
@@ -136,7 +145,43 @@ async def test_the_paced_stream_reports_every_send(
         smtp_port=ingest.smtp_port,
         out=lines.append,
     )
-    assert len(results) == len(lines) == 22  # duration 0: the tour alone
+    assert len(results) == len(lines) == 24  # duration 0: the tour alone
     assert all(r.ok for r in results)
     assert all(" ok " in line for line in lines)
     await read_inbound(kafka_settings, topic_prefix, len(results))
+
+
+def _sent_attributes(item: HttpSend) -> tuple[str, dict[str, object]]:
+    """The provider message id an item becomes on inbound.v1, and the contact attributes it carried."""
+    body = orjson.loads(item.body)
+    if item.path.startswith("/v1/custom/"):
+        data = body["data"]
+        return data["id"], data["contact"].get("attributes", {})
+    return f"{body['visitor_id']}:{body['message_id']}", body.get("attributes", {})
+
+
+async def test_vip_customers_reach_inbound_with_the_attribute_the_vip_queue_matches(
+    ingest: Ingest, kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    items = [i for i in ingest.traffic.take(60) if isinstance(i, HttpSend)]
+    async with aiohttp.ClientSession() as http:
+        results = [
+            await send(item, http=http, social_url=ingest.social_url, smtp_host="127.0.0.1", smtp_port=ingest.smtp_port)
+            for item in items
+        ]
+    assert [(r.item.label, r.status) for r in results if not r.ok] == []
+    expected = dict(_sent_attributes(i) for i in items if i.path.split("/")[2] in ("webchat", "custom"))
+    vip_ids = {pid for pid, attributes in expected.items() if attributes}
+    assert len(vip_ids) >= 6  # the tour's VIPs (web chat for both tenants, the portal for acme) and their replies
+    assert {v["tier"] for v in expected.values() if v} == {a["tier"] for a in VIP_ATTRIBUTES}
+
+    messages = await read_inbound(kafka_settings, topic_prefix, len(items))
+    on_the_wire = {m.provider_message_id: m for m in messages if m.provider in ("webchat", "custom")}
+    assert set(on_the_wire) == set(expected)
+    for pid, attributes in expected.items():
+        assert on_the_wire[pid].contact.attributes == attributes, pid
+    vip = [on_the_wire[pid] for pid in vip_ids]
+    assert {(m.tenant_id, m.provider) for m in vip} == {("acme", "webchat"), ("acme", "custom"), ("globex", "webchat")}
+    assert all(m.contact.attributes in VIP_ATTRIBUTES for m in vip)
+    # no other message claims to be a VIP
+    assert all(not m.contact.attributes for m in messages if m.provider_message_id not in vip_ids)

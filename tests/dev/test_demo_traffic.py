@@ -12,6 +12,7 @@ import pytest
 from multidict import CIMultiDict
 
 from switchboard.common.demo import (
+    VIP_ATTRIBUTES,
     DemoTraffic,
     HttpSend,
     SendResult,
@@ -19,9 +20,14 @@ from switchboard.common.demo import (
     demo_addresses,
     describe,
 )
-from switchboard.common.demo_profile import find_dev_paths, load_email_profile
+from switchboard.common.demo_profile import find_dev_paths, load_email_profile, load_yaml
+from switchboard.common.demo_roster import load_roster
+from switchboard.common.events import AgentUpserted, InboundMessage
 from switchboard.ingest_social.adapters import BUILTIN_ADAPTERS
 from switchboard.ingest_social.sdk import BadSignature, ChannelsConfig, Tenant, WebhookRequest, load_channels_config
+from switchboard.router.engine import RouterEngine
+from switchboard.router.rules import load_rules
+from switchboard.router.testing import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -48,8 +54,11 @@ def test_the_tour_covers_every_channel_for_each_tenant() -> None:
         for channel in ("email", "whatsapp", "messenger", "telegram", "sms", "voice", "chat"):
             assert seen[(tenant, channel)] >= 1, (tenant, channel)
     kinds = {item.kind for item in tour}
-    assert {"new billing", "new spanish", "new vip", "new technical (transcript)"} <= kinds
-    assert sum(item.kind.startswith("reply") for item in tour) == 6  # email, WhatsApp and chat, per tenant
+    assert {"new billing", "new spanish", "new vip", "new vip (portal)", "new technical (transcript)"} <= kinds
+    # email, WhatsApp and web chat per tenant, and the custom (portal) case where it is configured (acme)
+    assert sum(item.kind.startswith("reply") for item in tour) == 7
+    custom = [i for i in tour if isinstance(i, HttpSend) and i.path.startswith("/v1/custom/")]
+    assert [(i.tenant, i.kind) for i in custom] == [("acme", "new vip (portal)"), ("acme", "reply vip")]
 
 
 def test_email_replies_join_the_thread() -> None:
@@ -124,3 +133,90 @@ def test_output_lines_name_only_the_fake_customer() -> None:
     refused = describe(SendResult(traffic().tour()[0], 550, "unknown recipient"))
     assert "ERR" in refused
     assert refused.endswith("-> 550 (unknown recipient)")
+
+
+def _parse(item: HttpSend) -> InboundMessage:
+    config = channels()
+    name = item.path.split("/")[2]
+    adapter = next(cls() for cls in BUILTIN_ADAPTERS if cls.name == name)
+    tenant_config = config.adapters[name].tenants[item.tenant]
+    request = WebhookRequest(
+        adapter=name,
+        tenant_id=item.tenant,
+        method="POST",
+        public_url=SOCIAL + item.path,
+        headers=CIMultiDict(item.headers),
+        query={},
+        content_type=item.headers["Content-Type"],
+        received_at=NOW,
+    )
+    adapter.verify(request, item.body, tenant_config)
+    [message] = adapter.parse(item.body, request, Tenant(item.tenant, tenant_config))
+    return message
+
+
+def test_every_vip_message_carries_a_vip_attribute_and_no_other_does() -> None:
+    items = traffic(seed=7).take(300)
+    vip = [i for i in items if i.kind.endswith("vip") or i.kind.startswith("new vip")]
+    # by web chat and by the custom channel
+    assert {i.path.split("/")[2] for i in vip if isinstance(i, HttpSend)} == {"webchat", "custom"}
+    assert sum(i.kind.startswith("new vip") for i in items) > 3  # the random part sends VIPs too, not only the tour
+    for item in items:
+        if not isinstance(item, HttpSend):
+            assert "vip" not in item.kind  # email has no customer attributes: VIPs never write there
+            continue
+        attributes = _parse(item).contact.attributes
+        if "vip" in item.kind:
+            assert attributes in VIP_ATTRIBUTES, (item.label, item.kind)
+        else:
+            assert attributes == {}, (item.label, item.kind)
+    seen = {_parse(i).contact.attributes["tier"] for i in vip if isinstance(i, HttpSend)}
+    assert seen == {"gold", "platinum"}
+
+
+def test_vip_attributes_are_what_the_example_rules_vip_queue_matches() -> None:
+    paths = find_dev_paths([REPO])
+    assert paths.rules_file is not None
+    rules = load_yaml(paths.rules_file)
+    tenants = rules["tenants"]
+    vip_queues = {tenant: q for tenant, spec in tenants.items() for q in spec.get("queues", []) if q["id"] == "vip"}
+    assert set(vip_queues) == {"acme"}
+    wanted = vip_queues["acme"]["match"]["attributes"]
+    for attributes in VIP_ATTRIBUTES:
+        assert set(attributes) == set(wanted)
+        for name, value in attributes.items():
+            allowed = wanted[name] if isinstance(wanted[name], list) else [wanted[name]]
+            assert value in allowed
+    # the vip queue picks agents of the vip team: the dev roster has some, with chat capacity
+    roster = load_yaml(paths.roster_file) if paths.roster_file else {"agents": []}
+    vip_agents = [
+        a for a in roster["agents"] if a["tenant"] == "acme" and "vip" in a.get("attributes", {}).get("teams", [])
+    ]
+    assert vip_agents
+    assert all(a["capacity"].get("chat", 0) > 0 for a in vip_agents)
+
+
+def test_demo_vips_land_in_the_vip_queue_of_the_example_rules() -> None:
+    """The demo's webhooks, parsed by the real adapters, routed by the real engine with the example rules and roster."""
+    paths = find_dev_paths([REPO])
+    assert paths.rules_file is not None
+    assert paths.roster_file is not None
+    engine = RouterEngine(load_rules(paths.rules_file), FakeClock(NOW))
+    for agent in load_roster(paths.roster_file).agents:
+        engine.handle(AgentUpserted.model_validate({"tenant_id": agent.tenant, "agent_id": agent.id, **agent.body()}))
+    routed: list[tuple[str, str, str | None, str | None]] = []  # tenant, kind, queue, agent
+    for item in traffic(seed=7).take(120):
+        if not isinstance(item, HttpSend) or not item.kind.startswith("new "):
+            continue
+        effects = engine.handle(_parse(item))
+        entry = next(e for e in effects.log if e.queue_id is not None)
+        routed.append((item.tenant, item.kind, entry.queue_id, entry.agent_id))
+    acme_vip = [r for r in routed if r[0] == "acme" and r[1].startswith("new vip")]
+    assert {r[1] for r in acme_vip} == {"new vip", "new vip (portal)"}
+    assert all(queue == "vip" for _, _, queue, _ in acme_vip), acme_vip
+    # the vip team (ava, carmen) is offered the first ones; later ones wait in the vip queue when they are full
+    assert {agent for *_, agent in acme_vip[:2]} <= {"ava", "carmen"}
+    assert {agent for *_, agent in acme_vip if agent is not None} <= {"ava", "carmen"}
+    others = [r for r in routed if not (r[0] == "acme" and r[1].startswith("new vip"))]
+    assert others
+    assert all(queue != "vip" for _, _, queue, _ in others), others

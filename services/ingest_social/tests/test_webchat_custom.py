@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -15,6 +16,7 @@ from switchboard.ingest_social.adapters.webchat import WebChatAdapter
 from switchboard.ingest_social.sdk import (
     BadSignature,
     ChannelAdapter,
+    InvalidContactAttributes,
     MalformedPayload,
     Tenant,
     TenantConfig,
@@ -22,7 +24,7 @@ from switchboard.ingest_social.sdk import (
     sign_standard_webhook,
     verify_standard_webhook,
 )
-from switchboard.ingest_social.sdk.contract import AdapterContract, SignedRequest, TimestampedContract
+from switchboard.ingest_social.sdk.contract import ContactAttributesContract, SignedRequest, TimestampedContract
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -38,7 +40,7 @@ CHAT = {
 }
 
 
-class TestWebChatContract(AdapterContract):
+class TestWebChatContract(ContactAttributesContract):
     signs_body: ClassVar[bool] = False  # a site key, not a body signature
 
     def make_adapter(self) -> ChannelAdapter:
@@ -55,6 +57,9 @@ class TestWebChatContract(AdapterContract):
 
     def message_body(self) -> bytes:
         return orjson.dumps(CHAT)
+
+    def message_body_with_attributes(self, attributes: Mapping[str, object]) -> bytes:
+        return orjson.dumps({**CHAT, "attributes": attributes})
 
     def non_message_body(self) -> bytes:
         return b'{"type": "typing", "visitor_id": "v-8d1f"}'
@@ -87,7 +92,7 @@ def test_invalid_chat_message_names_fields_but_not_values() -> None:
     assert "not-an-address-secret" not in exc.value.reason
 
 
-CUSTOM = {
+CUSTOM: dict[str, Any] = {
     "type": "message.created",
     "data": {
         "id": "crm-msg-991",
@@ -102,7 +107,7 @@ CUSTOM = {
 }
 
 
-class TestCustomChannelContract(TimestampedContract):
+class TestCustomChannelContract(ContactAttributesContract, TimestampedContract):
     def make_adapter(self) -> ChannelAdapter:
         return CustomChannelAdapter()
 
@@ -126,6 +131,10 @@ class TestCustomChannelContract(TimestampedContract):
 
     def message_body(self) -> bytes:
         return orjson.dumps(CUSTOM)
+
+    def message_body_with_attributes(self, attributes: Mapping[str, object]) -> bytes:
+        data: dict[str, Any] = CUSTOM["data"]
+        return orjson.dumps({**CUSTOM, "data": {**data, "contact": {**data["contact"], "attributes": attributes}}})
 
     def non_message_body(self) -> bytes:
         return b'{"type": "contact.updated", "data": {"id": "C-1001"}}'
@@ -180,4 +189,40 @@ def test_custom_message_normalized() -> None:
     assert msg.thread_ref == "case-12"
     assert msg.sent_at == datetime(2026, 3, 2, 11, 59, tzinfo=UTC)
     assert msg.attachments[0].size == 1024
+    assert msg.provider_metadata == {"crm": "acme"}
+
+
+def test_chat_attributes_become_contact_attributes() -> None:
+    request = WebhookRequest("webchat", "acme", "POST", "https://h/", {}, {}, "application/json", NOW)
+    body = orjson.dumps({**CHAT, "attributes": {"tier": "gold", "seats": 12, "teams": ["ops", "it"]}})
+    (msg,) = WebChatAdapter().parse(body, request, Tenant("acme", TenantConfig()))
+    assert msg.contact.attributes == {"tier": "gold", "seats": 12, "teams": ["ops", "it"]}
+    (plain,) = WebChatAdapter().parse(orjson.dumps(CHAT), request, Tenant("acme", TenantConfig()))
+    assert plain.contact.attributes == {}
+
+
+def test_chat_attributes_that_are_not_an_object_are_malformed() -> None:
+    request = WebhookRequest("webchat", "acme", "POST", "https://h/", {}, {}, "application/json", NOW)
+    with pytest.raises(MalformedPayload) as exc:
+        WebChatAdapter().parse(orjson.dumps({**CHAT, "attributes": ["vip"]}), request, Tenant("acme", TenantConfig()))
+    assert "attributes" in exc.value.reason
+
+
+def test_chat_nested_attributes_are_refused_with_422() -> None:
+    request = WebhookRequest("webchat", "acme", "POST", "https://h/", {}, {}, "application/json", NOW)
+    body = orjson.dumps({**CHAT, "attributes": {"tier": {"level": "gold"}}})
+    with pytest.raises(InvalidContactAttributes) as exc:
+        WebChatAdapter().parse(body, request, Tenant("acme", TenantConfig()))
+    assert exc.value.status == 422
+    assert "'tier'" in exc.value.reason
+
+
+def test_custom_contact_attributes_become_contact_attributes() -> None:
+    request = WebhookRequest("custom", "acme", "POST", "https://h/", {}, {}, "application/json", NOW)
+    data = {**CUSTOM["data"]}
+    data["contact"] = {**data["contact"], "attributes": {"tier": "platinum", "account": "A-77"}}
+    (msg,) = CustomChannelAdapter().parse(
+        orjson.dumps({**CUSTOM, "data": data}), request, Tenant("acme", TenantConfig())
+    )
+    assert msg.contact.attributes == {"tier": "platinum", "account": "A-77"}
     assert msg.provider_metadata == {"crm": "acme"}

@@ -2,15 +2,17 @@
 
 Emails over SMTP to the dev recipients, and webhooks signed exactly as each provider signs
 them (Meta's ``X-Hub-Signature-256``, Telegram's secret token, Twilio's URL signature, the
-web chat site key), with the dev tenants' secrets from ``examples/dev/`` (DEV ONLY). The
-signatures come from ingest_social's own SDK helpers, so the demo and the service agree by
-construction.
+web chat site key, the custom channel's Standard Webhooks signature), with the dev tenants'
+secrets from ``examples/dev/`` (DEV ONLY). The signatures come from ingest_social's own SDK
+helpers, so the demo and the service agree by construction.
 
 The stream opens with a tour that touches every case (a billing email and its reply, a
-WhatsApp conversation that continues, Spanish by Telegram and by email, a VIP chat, an SMS
-about a charge, a call transcript, ...) and then goes on at random, a share of it replies
-joining threads already open. Each line printed names the fake customer, never a body, an
-address or a number.
+WhatsApp conversation that continues, Spanish by Telegram and by email, VIP customers by web
+chat and through the signed custom channel, an SMS about a charge, a call transcript, ...) and
+then goes on at random, a share of it replies joining threads already open. VIP customers carry
+the contact attribute the example rules' ``vip`` queue matches on (:data:`VIP_ATTRIBUTES`), so
+the channels whose payload has customer attributes (web chat, custom) carry every VIP message.
+Each line printed names the fake customer, never a body, an address or a number.
 
 :class:`DemoTraffic` builds the requests (pure: seeded, with an injected clock);
 :func:`send` puts one on the wire and answers its status.
@@ -41,10 +43,12 @@ from switchboard.ingest_social.sdk import (
     TenantConfig,
     hmac_sha256,
     load_channels_config,
+    sign_standard_webhook,
     twilio_signature,
 )
 
 __all__ = [
+    "VIP_ATTRIBUTES",
     "DemoTraffic",
     "EmailRoutes",
     "HttpSend",
@@ -89,6 +93,8 @@ class SmtpSend:
 
 
 DemoSend = HttpSend | SmtpSend
+Builder = Callable[..., DemoSend | None]
+"""``new_<channel>(tenant, topic, *, attributes=None)``: a new customer's first message (``None``: not configured)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +217,10 @@ TOPICS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
+VIP_ATTRIBUTES: tuple[Mapping[str, str], ...] = ({"tier": "gold"}, {"tier": "platinum"})
+"""The contact attributes of the demo's VIP customers: what the ``vip`` queue of the example rules
+(``services/router/examples/rules.yaml``, ``match: {attributes: {tier: [gold, platinum]}}``) takes."""
+
 REPLIES = (
     "Any news on this? It is still happening.",
     "I tried again, same result. Screenshot attached in my head.",
@@ -230,6 +240,16 @@ class Thread:
     last_ref: str
     subject: str = ""
     references: list[str] = field(default_factory=list)
+    attributes: Mapping[str, str] | None = None
+    """The customer's contact attributes, sent again with each reply where the channel carries them."""
+    adapter: str = ""
+    """The ingest_social adapter, where it is not named like the channel (``custom``)."""
+
+    def __post_init__(self) -> None:
+        if not self.adapter:
+            self.adapter = {"chat": "webchat", "sms": "twilio-sms", "voice": "twilio-voice"}.get(
+                self.channel, self.channel
+            )
 
 
 # --------------------------------------------------------------------------- the generator
@@ -295,15 +315,16 @@ class DemoTraffic:
                 self.new_email(tenant, "billing"),
                 self.new_whatsapp(tenant, "technical"),
                 self.new_telegram(tenant, "spanish"),
-                self.new_webchat(tenant, "vip", attributes={"tier": "gold"}),
+                self.new_webchat(tenant, "vip", attributes=VIP_ATTRIBUTES[0]),
+                self.new_custom(tenant, "vip", attributes=VIP_ATTRIBUTES[1]),
                 self.new_sms(tenant, "billing"),
                 self.new_messenger(tenant, "technical"),
                 self.new_email(tenant, "spanish"),
                 self.new_call(tenant, "technical"),
             ]
             out.extend(s for s in steps if s is not None)
-            for channel in ("email", "whatsapp", "chat"):
-                thread = next((t for t in self._threads if t.tenant == tenant and t.channel == channel), None)
+            for adapter in ("email", "whatsapp", "webchat", "custom"):
+                thread = next((t for t in self._threads if t.tenant == tenant and t.adapter == adapter), None)
                 if thread is not None:
                     reply = self.reply(thread)
                     if reply is not None:
@@ -318,8 +339,12 @@ class DemoTraffic:
         for _ in range(20):
             tenant = self._rng.choice(self.tenants())
             topic = self._rng.choice(("billing", "technical", "technical", "spanish", "vip"))
-            builder = self._rng.choice(
-                (
+            attributes: Mapping[str, str] | None = None
+            if topic == "vip":  # a VIP writes where the payload carries the attribute the vip queue matches
+                builders: tuple[Builder, ...] = (self.new_webchat, self.new_custom)
+                attributes = self._rng.choice(VIP_ATTRIBUTES)
+            else:
+                builders = (
                     self.new_email,
                     self.new_email,
                     self.new_whatsapp,
@@ -329,9 +354,7 @@ class DemoTraffic:
                     self.new_webchat,
                     self.new_call,
                 )
-            )
-            attributes = {"tier": "gold"} if topic == "vip" else None
-            item = builder(tenant, topic, attributes=attributes)
+            item = self._rng.choice(builders)(tenant, topic, attributes=attributes)
             if item is not None:
                 return item
         raise RuntimeError("no channel of the demo is configured for any tenant")
@@ -616,13 +639,11 @@ class DemoTraffic:
             return None
         customer = self._customer()
         _, text = self._line(topic)
-        thread = Thread(tenant, "chat", customer, topic, "")
+        thread = Thread(tenant, "chat", customer, topic, "", attributes=attributes)
         self._remember(thread)
-        return self._webchat(thread, text, kind=f"new {topic}", attributes=attributes)
+        return self._webchat(thread, text, kind=f"new {topic}")
 
-    def _webchat(
-        self, thread: Thread, text: str, *, kind: str, attributes: Mapping[str, str] | None = None
-    ) -> HttpSend | None:
+    def _webchat(self, thread: Thread, text: str, *, kind: str) -> HttpSend | None:
         config = self._secret("webchat", thread.tenant)
         if config is None:
             return None
@@ -637,10 +658,58 @@ class DemoTraffic:
             "language": "es" if thread.topic == "spanish" else "en",
             "page_url": f"https://{thread.tenant}.example/help",
         }
-        if attributes:
-            payload["attributes"] = dict(attributes)
+        if thread.attributes:
+            payload["attributes"] = dict(thread.attributes)
         headers = {"Content-Type": "application/json", "X-Switchboard-Chat-Key": config.secret("site_key")}
         return self._http("webchat", thread.tenant, "chat", kind, thread.customer, _json(payload), headers)
+
+    # ------------------------------------------------------------------ the custom channel (Standard Webhooks)
+
+    def new_custom(self, tenant: str, topic: str, *, attributes: Mapping[str, str] | None = None) -> HttpSend | None:
+        """A case from the customer portal, pushed by the CRM through the signed custom channel (as chat)."""
+        if self._secret("custom", tenant) is None:
+            return None
+        customer = self._customer()
+        subject, text = self._line(topic)
+        thread = Thread(tenant, "chat", customer, topic, "", subject=subject, attributes=attributes, adapter="custom")
+        self._remember(thread)
+        return self._custom(thread, text, kind=f"new {topic} (portal)")
+
+    def _custom(self, thread: Thread, text: str, *, kind: str) -> HttpSend | None:
+        config = self._secret("custom", thread.tenant)
+        if config is None:
+            return None
+        message_id = f"crm-{self._run}-{self._count + 1}"
+        contact: dict[str, Any] = {
+            "display_name": thread.customer.name,
+            "handles": [{"kind": "crm_customer", "value": f"C-{thread.customer.n}"}],
+        }
+        if thread.attributes:
+            contact["attributes"] = dict(thread.attributes)
+        data: dict[str, Any] = {
+            "id": message_id,
+            "channel": "chat",
+            "contact": contact,
+            "text": text,
+            "subject": thread.subject or None,
+            "thread_id": f"case-{self._run}-{thread.customer.n}",
+            "sent_at": self._clock().isoformat(),
+            "language": "es" if thread.topic == "spanish" else "en",
+            "metadata": {"source": "customer-portal"},
+        }
+        if thread.last_ref:
+            data["in_reply_to"] = [thread.last_ref]
+        thread.last_ref = message_id
+        body = _json({"type": "message.created", "data": data})
+        stamp = int(self._clock().timestamp())
+        webhook_id = f"msg_{message_id}"
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sign_standard_webhook(config.secret("signing_secret"), webhook_id, stamp, body),
+        }
+        return self._http("custom", thread.tenant, "chat", kind, thread.customer, body, headers)
 
     # ------------------------------------------------------------------ replies
 
@@ -663,9 +732,10 @@ class DemoTraffic:
             return self._whatsapp(thread, text, kind=kind)
         if thread.channel == "sms":
             return self._sms(thread, text, kind=kind)
+        if thread.adapter == "custom":
+            return self._custom(thread, text, kind=kind)
         if thread.channel == "chat":
-            attributes = {"tier": "gold"} if thread.topic == "vip" else None
-            return self._webchat(thread, text, kind=kind, attributes=attributes)
+            return self._webchat(thread, text, kind=kind)
         return None  # Messenger, Telegram and calls: a new message there is shown as a new line
 
 

@@ -7,13 +7,16 @@ several space-separated signatures allowed). Each tenant may configure several
 
     {"type": "message.created",
      "data": {"id": "crm-msg-991", "channel": "chat",
-              "contact": {"display_name": "Lee", "handles": [{"kind": "email", "value": "lee@example.com"}]},
+              "contact": {"display_name": "Lee", "handles": [{"kind": "email", "value": "lee@example.com"}],
+                          "attributes": {"tier": "platinum", "regions": ["eu", "us"]}},
               "text": "Hello", "subject": null, "thread_id": "case-12", "sent_at": "2026-03-02T11:59:00Z",
               "attachments": [{"url": "https://files.example.com/a.pdf", "content_type": "application/pdf",
                                "filename": "a.pdf", "size": 1024}],
               "metadata": {"crm": "acme"}}}
 
-Other ``type`` values are accepted and ignored.
+``contact.attributes`` become the contact's attributes (what routing rules match on), within
+the SDK's bounds (422 ``invalid_contact_attributes`` otherwise). Other ``type`` values are
+accepted and ignored.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class _Contact(BaseModel):
 
     display_name: str | None = None
     handles: tuple[ContactHandle, ...] = Field(min_length=1, max_length=20)
+    attributes: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class _Attachment(BaseModel):
@@ -98,6 +102,7 @@ class CustomChannelAdapter(ChannelAdapter):
                 provider_message_id=msg.id,
                 handles=msg.contact.handles,
                 display_name=msg.contact.display_name,
+                contact_attributes=msg.contact.attributes,
                 channel=msg.channel,
                 thread_ref=msg.thread_id,
                 references=msg.in_reply_to,

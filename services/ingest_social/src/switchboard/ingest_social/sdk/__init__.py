@@ -14,6 +14,12 @@ from switchboard.ingest_social.sdk.adapter import (
     Tenant,
     WebhookRequest,
 )
+from switchboard.ingest_social.sdk.attributes import (
+    ALLOWED_ATTRIBUTES_OPTION,
+    DEFAULT_ATTRIBUTE_LIMITS,
+    AttributeLimits,
+    validate_contact_attributes,
+)
 from switchboard.ingest_social.sdk.config import (
     AdapterConfig,
     ChannelsConfig,
@@ -25,6 +31,7 @@ from switchboard.ingest_social.sdk.errors import (
     BadSignature,
     ConfigError,
     Forbidden,
+    InvalidContactAttributes,
     MalformedPayload,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -49,17 +56,21 @@ from switchboard.ingest_social.sdk.verification import (
 )
 
 __all__ = [
+    "ALLOWED_ATTRIBUTES_OPTION",
+    "DEFAULT_ATTRIBUTE_LIMITS",
     "ENTRY_POINT_GROUP",
     "AdapterConfig",
     "AdapterMetrics",
     "AdapterRegistry",
     "AdapterServices",
+    "AttributeLimits",
     "BadSignature",
     "ChannelAdapter",
     "ChannelsConfig",
     "ConfigError",
     "DedupeCache",
     "Forbidden",
+    "InvalidContactAttributes",
     "MalformedPayload",
     "MethodNotAllowed",
     "PayloadTooLarge",
@@ -83,6 +94,7 @@ __all__ = [
     "mount_adapters",
     "sign_standard_webhook",
     "twilio_signature",
+    "validate_contact_attributes",
     "verify_prefixed_signature",
     "verify_standard_webhook",
     "verify_token",

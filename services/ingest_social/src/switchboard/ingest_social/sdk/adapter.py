@@ -31,6 +31,12 @@ from pydantic import JsonValue
 
 from switchboard.common.events import Channel, ContactHandle, ContactIdentity, InboundMessage, new_id, utcnow
 from switchboard.common.logging import get_logger
+from switchboard.ingest_social.sdk.attributes import (
+    DEFAULT_ATTRIBUTE_LIMITS,
+    AttributeLimits,
+    allowed_attribute_keys,
+    validate_contact_attributes,
+)
 from switchboard.ingest_social.sdk.config import TenantConfig
 from switchboard.ingest_social.sdk.dedupe import DedupeCache
 from switchboard.ingest_social.sdk.errors import (
@@ -117,6 +123,8 @@ class ChannelAdapter:
     content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
     """Accepted request media types (415 otherwise); empty accepts any."""
     max_body_bytes: ClassVar[int] = DEFAULT_MAX_BODY_BYTES
+    attribute_limits: ClassVar[AttributeLimits] = DEFAULT_ATTRIBUTE_LIMITS
+    """Bounds on the ``contact_attributes`` given to :meth:`message` (422 beyond them)."""
     signs_public_url: ClassVar[bool] = True
     """Whether ``verify`` reads ``WebhookRequest.public_url`` (Twilio signs it). Adapters that
     never do set this to ``False`` and get an empty ``public_url``, which saves rebuilding the
@@ -166,6 +174,10 @@ class ChannelAdapter:
         missing = sorted(s for s in self.required_secrets if not config.secrets.get(s))
         if missing:
             raise ConfigError(f"adapter {self.name!r}, tenant {tenant_id!r}: missing secrets {missing}")
+        try:
+            allowed_attribute_keys(config.options)
+        except ValueError as exc:
+            raise ConfigError(f"adapter {self.name!r}, tenant {tenant_id!r}: {exc}") from None
 
     @staticmethod
     def load_json(raw_body: bytes) -> dict[str, Any]:
@@ -186,10 +198,23 @@ class ChannelAdapter:
         provider_message_id: str,
         handles: Sequence[ContactHandle],
         display_name: str | None = None,
+        contact_attributes: Mapping[str, object] | None = None,
         channel: Channel | None = None,
         **fields: Any,
     ) -> InboundMessage:
-        """An ``InboundMessage`` with tenant, channel, provider, inbox and received_at filled in."""
+        """An ``InboundMessage`` with tenant, channel, provider, inbox and received_at filled in.
+
+        ``contact_attributes`` (customer facts the routing rules match on, such as
+        ``{"tier": "gold"}``) are checked against :attr:`attribute_limits` (at most 32 keys of
+        short names, each value a JSON scalar or a list of scalars) and the tenant's
+        ``allowed_contact_attributes`` option. Anything else raises
+        :class:`~switchboard.ingest_social.sdk.errors.InvalidContactAttributes` (422).
+        """
+        attributes: dict[str, JsonValue] = {}
+        if contact_attributes is not None:
+            attributes = validate_contact_attributes(
+                contact_attributes, self.attribute_limits, allowed=allowed_attribute_keys(tenant.config.options)
+            )
         # schema, id and created_at are given rather than defaulted: pydantic's default factories
         # and the schema check's copy of the input cost a third of the model's construction
         return InboundMessage(
@@ -198,7 +223,7 @@ class ChannelAdapter:
             provider=self.provider_name(),
             provider_message_id=provider_message_id,
             inbox=tenant.config.inbox,
-            contact=ContactIdentity(display_name=display_name, handles=tuple(handles)),
+            contact=ContactIdentity(display_name=display_name, handles=tuple(handles), attributes=attributes),
             received_at=request.received_at,
             **{"schema": _INBOUND_SCHEMA, "id": new_id(), "created_at": utcnow(), **fields},
         )

@@ -23,6 +23,9 @@ and provide the adapter, two tenants' configurations and three payloads::
 Each test starts the adapter on a real aiohttp server (``aiohttp.test_utils.TestServer``)
 with a :class:`RecordingPublisher` and talks to it over HTTP. Adapters whose signature
 carries a timestamp also subclass :class:`TimestampedContract` for the replay window.
+Adapters whose payload carries customer attributes (passed to ``ChannelAdapter.message`` as
+``contact_attributes``) also subclass :class:`ContactAttributesContract` and provide
+``message_body_with_attributes(attributes)``.
 """
 
 from __future__ import annotations
@@ -34,20 +37,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
+from pydantic import JsonValue
 
 from switchboard.common.events import InboundMessage
 from switchboard.ingest_social.sdk.adapter import AdapterServices, ChannelAdapter
+from switchboard.ingest_social.sdk.attributes import validate_contact_attributes
 from switchboard.ingest_social.sdk.config import TenantConfig
 from switchboard.ingest_social.sdk.dedupe import DedupeCache
 from switchboard.ingest_social.sdk.host import build_webhook_app
 from switchboard.ingest_social.sdk.metrics import AdapterMetrics
 from switchboard.ingest_social.sdk.testing import RecordingPublisher
 
-__all__ = ["AdapterContract", "ContractEnv", "SignedRequest", "TimestampedContract"]
+__all__ = ["AdapterContract", "ContactAttributesContract", "ContractEnv", "SignedRequest", "TimestampedContract"]
 
 PUBLIC_BASE_URL = "https://hooks.example.test"
 
@@ -177,6 +183,10 @@ class AdapterContract:
             assert msg.contact.handles
             assert all(h.value for h in msg.contact.handles)
             assert msg.received_at == self.now
+            # whatever attributes an adapter attaches stay within the SDK's bounds
+            assert validate_contact_attributes(msg.contact.attributes, env.adapter.attribute_limits) == (
+                msg.contact.attributes
+            )
             self.check_message(msg)
         ids = [m.provider_message_id for m in env.publisher.records]
         assert len(ids) == len(set(ids)), "one provider message id published twice in one request"
@@ -326,3 +336,73 @@ class TimestampedContract(AdapterContract):
         req = self.sign_at(self.request(env.adapter, self.message_body()), self.tenant_config(), at)
         status, body, _ = await self.send(env, req)
         assert 200 <= status < 300, body[:300]
+
+
+_LEAK = "do-not-echo-this-value"
+"""A marker in every refused attribute value: an error reason must never repeat it."""
+
+
+def _invalid_attributes() -> dict[str, dict[str, object]]:
+    return {
+        "too_many_keys": {f"k{i}": _LEAK for i in range(33)},
+        "key_too_long": {"k" * 65: _LEAK},
+        "key_not_a_name": {"tier level!": _LEAK},
+        "empty_key": {"": _LEAK},
+        "string_too_long": {"note": _LEAK + "x" * 257},
+        "nested_object": {"tier": {"name": _LEAK}},
+        "list_of_lists": {"tags": [[_LEAK]]},
+        "list_of_objects": {"tags": [{"t": _LEAK}]},
+        "list_too_long": {"tags": [_LEAK] * 33},
+        "too_large_in_total": {f"k{i}": _LEAK + "x" * 220 for i in range(20)},
+    }
+
+
+class ContactAttributesContract(AdapterContract):
+    """For adapters that attach customer attributes (``contact_attributes``) to the contact."""
+
+    valid_attributes: ClassVar[dict[str, JsonValue]] = {
+        "tier": "gold",
+        "plan": "pro",
+        "seats": 25,
+        "score": 4.5,
+        "beta": True,
+        "churn_risk": None,
+        "regions": ["eu", "us"],
+    }
+
+    def message_body_with_attributes(self, attributes: Mapping[str, object]) -> bytes:
+        """One customer message whose contact carries ``attributes`` as given."""
+        raise NotImplementedError
+
+    async def test_contact_attributes_are_published_on_the_contact(self, env: ContractEnv) -> None:
+        body = self.message_body_with_attributes(self.valid_attributes)
+        status, resp, _ = await self.send(env, self.signed(env.adapter, body))
+        assert 200 <= status < 300, resp[:300]
+        assert env.publisher.records
+        for msg in env.publisher.records:
+            assert msg.contact.attributes == self.valid_attributes
+            # and they survive the wire format the router reads
+            assert orjson.loads(msg.model_dump_json())["contact"]["attributes"] == self.valid_attributes
+
+    async def test_no_attributes_give_an_empty_mapping(self, env: ContractEnv) -> None:
+        body = self.message_body_with_attributes({})
+        status, resp, _ = await self.send(env, self.signed(env.adapter, body))
+        assert 200 <= status < 300, resp[:300]
+        assert env.publisher.records
+        assert all(msg.contact.attributes == {} for msg in env.publisher.records)
+
+    @pytest.mark.parametrize("case", sorted(_invalid_attributes()))
+    async def test_invalid_attributes_are_422_and_publish_nothing(self, env: ContractEnv, case: str) -> None:
+        body = self.message_body_with_attributes(_invalid_attributes()[case])
+        status, resp, ctype = await self.send(env, self.signed(env.adapter, body))
+        self.assert_json_error(status, resp, ctype, {422})
+        error = orjson.loads(resp)
+        assert error["error"] == "invalid_contact_attributes"
+        assert "contact attributes" in error["reason"]
+        assert _LEAK not in error["reason"], "an error reason repeated an attribute value"
+        assert env.publisher.records == []
+        refused = env.registry.get_sample_value(
+            "switchboard_webhook_requests_total",
+            {"adapter": env.adapter.name, "outcome": "invalid_contact_attributes"},
+        )
+        assert refused == 1.0

@@ -11,6 +11,7 @@ __all__ = [
     "BadSignature",
     "ConfigError",
     "Forbidden",
+    "InvalidContactAttributes",
     "MalformedPayload",
     "MethodNotAllowed",
     "PayloadTooLarge",
@@ -39,6 +40,13 @@ class WebhookError(Exception):
 class MalformedPayload(WebhookError):
     status = 400
     code = "malformed_payload"
+
+
+class InvalidContactAttributes(WebhookError):
+    """Contact attributes outside the adapter's bounds (a readable body whose attributes are not allowed)."""
+
+    status = 422
+    code = "invalid_contact_attributes"
 
 
 class BadSignature(WebhookError):
