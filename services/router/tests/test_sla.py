@@ -111,7 +111,7 @@ def test_escalation_steps_fire_in_order_at_business_times() -> None:
     conv = engine.conversation("acme", conv_id)
     assert conv is not None
     assert conv.priority == 5
-    assert conv.breaches == ["first_response", "resolution"]  # resolution: Tuesday 12:30 Berlin
+    assert conv.breaches == ("first_response", "resolution")  # resolution: Tuesday 12:30 Berlin
     assert conv.agent_id == "a2"
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import gc
 import heapq
+import itertools
 import re
+import sys
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -171,12 +173,26 @@ class _Tenant:
         self.waiting = WaitingIndex()
         self.threads: dict[str, str] = {}
         self.messages: dict[str, str] = {}
-        self.latest: dict[tuple[str, Channel], str] = {}
-        self.held: dict[str, set[str]] = {}
+        self.latest: dict[Channel, dict[str, str]] = {}
+        """Per channel, per contact id: the contact's most recently opened conversation."""
+        self.held: dict[str, list[str]] = {}
+        """Per agent id: the ids of the conversations the agent holds (offered, assigned or
+        waiting for the customer). A list: an agent holds a handful, and a small set costs
+        several times the memory."""
         self.tally: dict[tuple[str | None, ConversationStatus], int] = {}
         self.tallied: dict[str, tuple[str | None, ConversationStatus]] = {}
         self._tally_keys: dict[tuple[str | None, ConversationStatus], tuple[str | None, ConversationStatus]] = {}
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
         self.apply_rules(rules, options)
+
+    def shared_set(self, labels: frozenset[str]) -> frozenset[str]:
+        """One frozenset object per distinct set of SLA labels (they come from the rules, so
+        there are few; each costs 216 bytes or more)."""
+        if not labels:
+            return NO_IDS
+        if len(self._sets) > 4096:  # labels outlived by rules reloads: start over
+            self._sets.clear()
+        return self._sets.setdefault(labels, labels)
 
     def apply_rules(self, rules: TenantRules, options: RouterOptions) -> None:
         self.rules = rules
@@ -186,6 +202,18 @@ class _Tenant:
         self.index = AgentIndex(index_needs(rules, self.requirements))
         for agent in self.agents.values():
             self.index.update(agent)
+
+    def hold(self, agent_id: str, conversation_id: str) -> None:
+        held = self.held.get(agent_id)
+        if held is None:
+            self.held[agent_id] = [conversation_id]
+        elif conversation_id not in held:
+            held.append(conversation_id)
+
+    def unhold(self, agent_id: str, conversation_id: str) -> None:
+        held = self.held.get(agent_id)
+        if held is not None and conversation_id in held:
+            held.remove(conversation_id)
 
     def recount(self, conversation_id: str) -> None:
         """Keep the (queue, status) tally of conversations in step with one conversation."""
@@ -307,12 +335,11 @@ class RouterEngine:
                 gc.enable()
 
     def _restore(self, records: Iterable[StateRecord]) -> None:
-        latest: dict[str, StateRecord] = {}
-        for record in records:
-            latest[record.key()] = record
+        """Build each entity as its record arrives (a later record of the same key replaces
+        it), so a lazily decoded stream never holds every record at once; then index."""
         touched: set[str] = set()
         known = {c for t in self._tenants.values() for c in t.conversations}
-        for record in latest.values():
+        for record in records:
             t = self._tenant(record.tenant_id)
             touched.add(t.id)
             if isinstance(record, AgentRecord):
@@ -325,12 +352,13 @@ class RouterEngine:
         for tenant_id in touched:
             t = self._tenants[tenant_id]
             for conv in t.conversations.values():
+                self._share_strings(t, conv)
                 self._index_conversation(t, conv)
                 if conv.agent_id is not None and conv.status in HOLDING:
                     agent = t.agents.get(conv.agent_id)
                     if agent is not None:
                         agent.load[conv.channel] = agent.load.get(conv.channel, 0) + 1
-                        t.held.setdefault(agent.id, set()).add(conv.id)
+                        t.hold(agent.id, conv.id)
                 if conv.status is ConversationStatus.QUEUED:
                     t.waiting.add(conv)
                 t.recount(conv.id)
@@ -338,6 +366,34 @@ class RouterEngine:
             for agent in t.agents.values():
                 t.index.update(agent)
                 self._schedule_grace(t, agent)
+            for contact in t.contacts.contacts.values():
+                if contact.last_agent_id is not None and (agent := t.agents.get(contact.last_agent_id)) is not None:
+                    contact.last_agent_id = agent.id
+
+    @staticmethod
+    def _share_strings(t: _Tenant, conv: Conversation) -> None:
+        """Point a restored conversation's repeated strings at one shared copy.
+
+        Decoding gives every record its own copy of the agent ids, queue id, provider and so
+        on; a hundred thousand conversations would hold as many copies of a few hundred
+        distinct values. Agent ids are shared with the agent, the rest are interned.
+        """
+        if conv.agent_id is not None and (agent := t.agents.get(conv.agent_id)) is not None:
+            conv.agent_id = agent.id
+        if conv.last_agent_id is not None and (agent := t.agents.get(conv.last_agent_id)) is not None:
+            conv.last_agent_id = agent.id
+        conv.provider = sys.intern(conv.provider)
+        if conv.queue_id is not None:
+            conv.queue_id = sys.intern(conv.queue_id)
+        if conv.route_rule is not None:
+            conv.route_rule = sys.intern(conv.route_rule)
+        if conv.sla_policy is not None:
+            conv.sla_policy = sys.intern(conv.sla_policy)
+        if conv.language is not None:
+            conv.language = sys.intern(conv.language)
+        if (contact := t.contacts.get(conv.contact_id)) is not None:
+            conv.contact_id = contact.id
+        conv.fired = t.shared_set(conv.fired)
 
     def forget_tenants(self, tenant_ids: Iterable[str]) -> None:
         """Drop the state and timers of tenants whose partition was revoked."""
@@ -366,12 +422,33 @@ class RouterEngine:
         t = self._tenants.get(tenant_id)
         return t.agents.get(agent_id) if t is not None else None
 
-    def waiting(self, tenant_id: str, queue_id: str) -> list[Conversation]:
-        """A queue's waiting conversations in service order (priority, then age)."""
+    def waiting(self, tenant_id: str, queue_id: str, limit: int | None = None) -> list[Conversation]:
+        """A queue's waiting conversations in service order (priority, then age), the first
+        ``limit`` of them (all when None).
+
+        The waiting index keeps each (step, channel) group of the queue ordered, so the first
+        ``limit`` cost O(groups + limit log groups), however many wait.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative (got {limit})")
         t = self._tenants.get(tenant_id)
         if t is None:
             return []
-        return [t.conversations[c] for c in t.waiting.in_queue(queue_id)]
+        return [t.conversations[c] for c in itertools.islice(t.waiting.in_queue(queue_id), limit)]
+
+    def held_by(self, tenant_id: str, agent_id: str) -> list[Conversation]:
+        """The conversations an agent holds (offered to them, assigned, or waiting for the
+        customer), newest opened first; empty for an agent the tenant does not know.
+
+        Read from the per-agent index the engine keeps for load and presence changes: it
+        costs O(what the agent holds), not a walk of the tenant's conversations.
+        """
+        t = self._view_tenant(tenant_id)
+        if t is None:
+            return []
+        held = (t.conversations.get(c) for c in t.held.get(agent_id, ()))
+        found = [c for c in held if c is not None and c.agent_id == agent_id and c.status in HOLDING]
+        return sorted(found, key=lambda c: (c.opened_at, c.id), reverse=True)
 
     def tenants(self) -> list[str]:
         return sorted(self._tenants)
@@ -628,9 +705,9 @@ class RouterEngine:
                 if conv.contact_id in gone:
                     conv.contact_id = keep.id
                     self._touch(call, t, "conversation", conv.id)
-            for (contact_id, channel), conv_id in list(t.latest.items()):
-                if contact_id in gone:
-                    del t.latest[(contact_id, channel)]
+            for by_contact in t.latest.values():
+                moved = [by_contact.pop(contact_id) for contact_id in sorted(gone) if contact_id in by_contact]
+                for conv_id in moved:
                     self._remember_latest(t, t.conversations[conv_id])
         self._touch(call, t, "contact", keep.id)
         return keep
@@ -649,10 +726,12 @@ class RouterEngine:
     # ------------------------------------------------------------------ conversations
 
     def _remember_latest(self, t: _Tenant, conv: Conversation) -> None:
-        key = (conv.contact_id, conv.channel)
-        current = t.conversations.get(t.latest.get(key, ""))
+        by_contact = t.latest.get(conv.channel)
+        if by_contact is None:
+            by_contact = t.latest[conv.channel] = {}
+        current = t.conversations.get(by_contact.get(conv.contact_id, ""))
         if current is None or current.opened_at <= conv.opened_at:
-            t.latest[key] = conv.id
+            by_contact[conv.contact_id] = conv.id
 
     def _index_conversation(self, t: _Tenant, conv: Conversation) -> None:
         if conv.thread_key is not None:
@@ -680,7 +759,7 @@ class RouterEngine:
             return t.conversations.get(conv_id) if conv_id is not None else None
         if msg.channel is Channel.EMAIL:
             return None  # an email with no thread and no known reference starts a new conversation
-        conv_id = t.latest.get((contact.id, msg.channel))
+        conv_id = t.latest.get(msg.channel, {}).get(contact.id)
         return t.conversations.get(conv_id) if conv_id is not None else None
 
     def _conversation_vars(self, t: _Tenant, conv: Conversation) -> dict[str, Any]:
@@ -770,7 +849,7 @@ class RouterEngine:
 
         for queue in t.rules.queues:
             if self._matches(queue, facts, variables):
-                return queue.id, f"match: queue {queue.id}"
+                return queue.id, sys.intern(f"match: queue {queue.id}")  # one copy per queue, not per conversation
         if t.rules.default_queue is not None:
             return t.rules.default_queue, "default_queue"
         return None, "no queue matched"
@@ -861,7 +940,7 @@ class RouterEngine:
         conv = Conversation(
             id=new_id(),
             channel=msg.channel,
-            provider=msg.provider,
+            provider=sys.intern(msg.provider),
             contact_id=contact.id,
             opened_at=call.now,
             thread_key=self._thread_key(msg),
@@ -871,7 +950,7 @@ class RouterEngine:
             enqueued_at=call.now,
             subject=msg.subject,
             preview=msg.text[:PREVIEW_CHARS],
-            language=msg.language,
+            language=sys.intern(msg.language) if msg.language is not None else None,
             inbox=msg.inbox or msg.recipient,
             customer_name=msg.contact.display_name,
             sla_policy=queue.sla_policy if queue is not None else None,
@@ -997,7 +1076,7 @@ class RouterEngine:
         conv.agent_id = agent.id
         agent.load[conv.channel] = agent.load.get(conv.channel, 0) + 1
         agent.idle_since = call.now
-        t.held.setdefault(agent.id, set()).add(conv.id)
+        t.hold(agent.id, conv.id)
         t.index.update(agent)
         self._touch(call, t, "agent", agent.id)
 
@@ -1008,9 +1087,7 @@ class RouterEngine:
         conv.offer_expires_at = None
         if agent_id is None:
             return None
-        held = t.held.get(agent_id)
-        if held is not None:
-            held.discard(conv.id)
+        t.unhold(agent_id, conv.id)
         agent = t.agents.get(agent_id)
         if agent is None:
             return None
@@ -1310,7 +1387,7 @@ class RouterEngine:
         t.waiting.discard(conv.id)
         conv.status = ConversationStatus.RESOLVED
         conv.resolved_at = call.now
-        conv.clocks.clear()
+        conv.clear_clocks()
         self._touch(call, t, "conversation", conv.id)
         self._log(t, conv, call, RoutingDecision.RESOLVED, f"resolved by {event.agent_id}", agent_id=event.agent_id)
         self._schedule_timers(t, conv, call.now)
@@ -1429,13 +1506,14 @@ class RouterEngine:
 
     @staticmethod
     def _start_clock(conv: Conversation, target: SlaTarget, now: datetime) -> None:
-        conv.clocks[target] = SlaClock(started_at=now, running_since=now)
+        conv.set_clock(target, SlaClock(started_at=now, running_since=now))
         if conv.fired:
-            conv.fired = frozenset(label for label in conv.fired if not label.startswith(f"{target.value}:"))
+            kept = frozenset(label for label in conv.fired if not label.startswith(f"{target.value}:"))
+            conv.fired = kept or NO_IDS
 
     @staticmethod
     def _stop_clock(conv: Conversation, target: SlaTarget) -> None:
-        conv.clocks.pop(target, None)
+        conv.drop_clock(target)
 
     def _pause_clock(self, t: _Tenant, conv: Conversation, target: SlaTarget, now: datetime) -> None:
         clock = conv.clocks.get(target)
@@ -1452,7 +1530,7 @@ class RouterEngine:
         clock = conv.clocks.get(target)
         if clock is None:
             if restart:
-                conv.clocks[target] = SlaClock(started_at=now, running_since=now)
+                conv.set_clock(target, SlaClock(started_at=now, running_since=now))
             return
         if clock.running_since is None:
             clock.running_since = now
@@ -1528,10 +1606,10 @@ class RouterEngine:
         for _, _, _, target, label, step in due:
             if target not in conv.clocks:
                 continue  # an earlier action stopped this clock (or resolved the conversation)
-            conv.fired |= {label}
+            conv.fired = t.shared_set(conv.fired | {label})
             self._touch(call, t, "conversation", conv.id)
             if step is None:
-                conv.breaches.append(target.value)
+                conv.add_breach(target.value)
                 self._log(
                     t,
                     conv,
@@ -1677,9 +1755,9 @@ class RouterEngine:
         for message_id in conv.message_ids:
             if t.messages.get(message_id) == conv.id:
                 del t.messages[message_id]
-        key = (conv.contact_id, conv.channel)
-        if t.latest.get(key) == conv.id:
-            del t.latest[key]
+        by_contact = t.latest.get(conv.channel, {})
+        if by_contact.get(conv.contact_id) == conv.id:
+            del by_contact[conv.contact_id]
         for kind in TimerKind:
             if kind is not TimerKind.GRACE:
                 self._timers.cancel(TimerKey(kind, t.id, conv.id))

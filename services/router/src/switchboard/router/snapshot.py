@@ -21,8 +21,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, Typ
 from switchboard.common.events import Channel, DeliveryEndpoint, Presence
 from switchboard.router.rules import SlaTarget
 from switchboard.router.state import (
+    NO_CLOCKS,
     NO_IDS,
     PREVIEW_CHARS,
+    ZERO,
     Agent,
     Contact,
     Conversation,
@@ -56,6 +58,20 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is UTC or value.utcoffset() != timedelta(0):
         return value
     return value.replace(tzinfo=UTC)
+
+
+@overload
+def _shared(times: dict[datetime, datetime], value: datetime) -> datetime: ...
+@overload
+def _shared(times: dict[datetime, datetime], value: datetime | None) -> datetime | None: ...
+def _shared(times: dict[datetime, datetime], value: datetime | None) -> datetime | None:
+    """:func:`_utc`, and one object for equal UTC times of one entity (a conversation opened,
+    queued and assigned in one step, and its SLA clocks started then, hold one time, not
+    five copies of 48 bytes each)."""
+    value = _utc(value)
+    if value is None or value.tzinfo is not UTC:
+        return value
+    return times.setdefault(value, value)
 
 
 _AGENT_FIELDS = (
@@ -155,7 +171,8 @@ class ContactRecord(_StateModel):
     def to_contact(self) -> Contact:
         fields = _same(self, _CONTACT_FIELDS)
         fields["attributes"] = dict(fields["attributes"])
-        return Contact(handles=set(self.handles), **fields)
+        fields["last_agent_at"] = _utc(fields["last_agent_at"])
+        return Contact(handles=self.handles, **fields)
 
 
 class ClockRecord(BaseModel):
@@ -164,6 +181,15 @@ class ClockRecord(BaseModel):
     started_at: AwareDatetime
     consumed_s: float = 0.0
     running_since: AwareDatetime | None = None
+
+    def to_clock(self, times: dict[datetime, datetime]) -> SlaClock:
+        """The clock, sharing what it can: the zero duration, and the conversation's equal
+        times (see :func:`_shared`)."""
+        return SlaClock(
+            started_at=_shared(times, self.started_at),
+            consumed=timedelta(seconds=self.consumed_s) if self.consumed_s else ZERO,
+            running_since=_shared(times, self.running_since),
+        )
 
 
 class ConversationRecord(_StateModel):
@@ -221,22 +247,16 @@ class ConversationRecord(_StateModel):
         )
 
     def to_conversation(self) -> Conversation:
+        times: dict[datetime, datetime] = {}
         return Conversation(
             **_same(self, _CONVERSATION_FIELDS),
-            **{name: _utc(value) for name, value in _same(self, _CONVERSATION_TIMES).items()},
+            **{name: _shared(times, value) for name, value in _same(self, _CONVERSATION_TIMES).items()},
             declined_by=frozenset(self.declined_by) if self.declined_by else NO_IDS,
             preview=self.preview,
-            message_ids=list(self.message_ids),
-            clocks={
-                target: SlaClock(
-                    started_at=clock.started_at,
-                    consumed=timedelta(seconds=clock.consumed_s),
-                    running_since=clock.running_since,
-                )
-                for target, clock in self.clocks.items()
-            },
+            message_ids=self.message_ids,
+            clocks={t: clock.to_clock(times) for t, clock in self.clocks.items()} if self.clocks else NO_CLOCKS,
             fired=frozenset(self.fired) if self.fired else NO_IDS,
-            breaches=list(self.breaches),
+            breaches=self.breaches,
         )
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import heapq
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
@@ -23,6 +25,7 @@ from switchboard.common.events import Channel, DeliveryEndpoint, Presence
 from switchboard.router.rules import SlaTarget, Strategy
 
 __all__ = [
+    "NO_CLOCKS",
     "Agent",
     "AgentIndex",
     "Contact",
@@ -39,6 +42,7 @@ PREVIEW_CHARS = 300
 NO_IDS: frozenset[str] = frozenset()
 """The one shared empty frozenset (CPython allocates a new one per ``frozenset()`` call)."""
 RECENT_MESSAGE_IDS = 32
+ZERO = timedelta(0)
 
 
 class ConversationStatus(enum.StrEnum):
@@ -89,14 +93,24 @@ class SlaClock:
     """Business time counted towards one SLA target; paused when ``running_since`` is None."""
 
     started_at: datetime
-    consumed: timedelta = timedelta(0)
+    consumed: timedelta = ZERO
     running_since: datetime | None = None
+
+
+NO_CLOCKS: Mapping[SlaTarget, SlaClock] = MappingProxyType({})
+"""The one shared empty clock map (a conversation without SLA clocks holds no dict of its own)."""
 
 
 @dataclass(slots=True)
 class Conversation:
-    """One conversation; ``declined_by`` and ``fired`` are frozen sets, replaced on change (most are
-    empty, and one shared empty frozenset costs nothing per conversation)."""
+    """One conversation.
+
+    Memory matters here (a tenant holds a hundred thousand of them): ``declined_by`` and
+    ``fired`` are frozen sets, ``message_ids`` and ``breaches`` tuples, and ``clocks`` a
+    read-only mapping, each replaced on change rather than changed in place, so that the
+    common empty ones are one shared object instead of an empty container per conversation.
+    Change the clocks with :meth:`set_clock`, :meth:`drop_clock` and :meth:`clear_clocks`.
+    """
 
     id: str
     channel: Channel
@@ -122,18 +136,31 @@ class Conversation:
     language: str | None = None
     inbox: str | None = None
     customer_name: str | None = None
-    message_ids: list[str] = field(default_factory=list)
+    message_ids: tuple[str, ...] = ()
     sequence: int = 0
     sla_policy: str | None = None
-    clocks: dict[SlaTarget, SlaClock] = field(default_factory=dict)
+    clocks: Mapping[SlaTarget, SlaClock] = field(default_factory=lambda: NO_CLOCKS)  # shared, never copied
     fired: frozenset[str] = NO_IDS
-    breaches: list[str] = field(default_factory=list)
+    breaches: tuple[str, ...] = ()
     resolved_at: datetime | None = None
 
     def remember_message(self, message_id: str) -> None:
-        self.message_ids.append(message_id)
-        if len(self.message_ids) > RECENT_MESSAGE_IDS:
-            del self.message_ids[: len(self.message_ids) - RECENT_MESSAGE_IDS]
+        """Keep the id among the :data:`RECENT_MESSAGE_IDS` most recent ones."""
+        self.message_ids = (*self.message_ids, message_id)[-RECENT_MESSAGE_IDS:]
+
+    def set_clock(self, target: SlaTarget, clock: SlaClock) -> None:
+        self.clocks = {**self.clocks, target: clock}
+
+    def drop_clock(self, target: SlaTarget) -> None:
+        if target in self.clocks:
+            rest = {t: c for t, c in self.clocks.items() if t is not target}
+            self.clocks = rest or NO_CLOCKS
+
+    def clear_clocks(self) -> None:
+        self.clocks = NO_CLOCKS
+
+    def add_breach(self, target: str) -> None:
+        self.breaches = (*self.breaches, target)
 
     def next_sequence(self) -> int:
         self.sequence += 1
@@ -142,8 +169,11 @@ class Conversation:
 
 @dataclass(slots=True)
 class Contact:
+    """A customer across channels; ``handles`` (keyed hashes) is a tuple, replaced on change: a
+    contact has one or two, and even a one-element set costs 216 bytes."""
+
     id: str
-    handles: set[str] = field(default_factory=set)
+    handles: tuple[str, ...] = ()
     display_name: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     last_agent_id: str | None = None
@@ -178,13 +208,20 @@ class ContactDirectory:
         return list(found.values())
 
     def add(self, contact: Contact) -> None:
+        """File a contact; one that replaces an earlier version of itself drops that version's handles."""
+        earlier = self.contacts.get(contact.id)
+        if earlier is not None:
+            for key in earlier.handles:
+                if self._by_handle.get(key) == contact.id:
+                    del self._by_handle[key]
         self.contacts[contact.id] = contact
         for key in contact.handles:
             self._by_handle[key] = contact.id
 
     def attach(self, contact: Contact, keys: Iterable[str]) -> None:
         for key in keys:
-            contact.handles.add(key)
+            if key not in contact.handles:
+                contact.handles = (*contact.handles, key)
             self._by_handle[key] = contact.id
 
     def merge(self, keep: Contact, gone: Contact) -> None:
@@ -233,6 +270,7 @@ class AgentIndex:
         self.needs = {strategy: tuple(sorted(sigs)) for strategy, sigs in needs.items() if sigs}
         self._buckets: dict[tuple[Channel, Signature, Strategy], SortedList] = {}
         self._entries: dict[str, list[tuple[tuple[Channel, Signature, Strategy], tuple[Any, ...]]]] = {}
+        self._bucket_keys: dict[tuple[Channel, Signature, Strategy], tuple[Channel, Signature, Strategy]] = {}
 
     def bucket(self, channel: Channel, signature: Signature, strategy: Strategy) -> SortedList | None:
         return self._buckets.get((channel, signature, strategy))
@@ -242,7 +280,13 @@ class AgentIndex:
             self._buckets[bucket_key].remove(sort_key)
 
     def update(self, agent: Agent) -> None:
-        """Re-file an agent after any change to presence, load, skills, capacity or idle time."""
+        """Re-file an agent after any change to presence, load, skills, capacity or idle time.
+
+        Entries are shared where equal, since an agent is filed in many buckets: one bucket
+        key tuple per bucket for all agents, one sort key per (channel, strategy) unless the
+        strategy ranks by the bucket's primary skill, and an unchanged entry keeps the very
+        objects already filed.
+        """
         old = self._entries.pop(agent.id, [])
         wanted: list[tuple[tuple[Channel, Signature, Strategy], tuple[Any, ...]]] = []
         if agent.takes_work():
@@ -250,22 +294,32 @@ class AgentIndex:
             for channel in agent.capacity:
                 if not agent.has_room(channel):
                     continue
+                sort_keys: dict[tuple[Strategy, str], tuple[Any, ...]] = {}
                 for strategy, signatures in self.needs.items():
                     for signature in signatures:
                         if all(name in skills for name in signature[1]):
-                            sort_key = strategy_key(strategy, agent, channel, signature[0])
-                            wanted.append(((channel, signature, strategy), sort_key))
-        keep = set(wanted).intersection(old)
-        for bucket_key, sort_key in old:
-            if (bucket_key, sort_key) not in keep:
-                self._buckets[bucket_key].remove(sort_key)
-        for bucket_key, sort_key in wanted:
-            if (bucket_key, sort_key) in keep:
+                            ranked_by = signature[0] if strategy is Strategy.HIGHEST_PROFICIENCY else ""
+                            sort_key = sort_keys.get((strategy, ranked_by))
+                            if sort_key is None:
+                                sort_key = strategy_key(strategy, agent, channel, signature[0])
+                                sort_keys[(strategy, ranked_by)] = sort_key
+                            bucket_key = (channel, signature, strategy)
+                            wanted.append((self._bucket_keys.setdefault(bucket_key, bucket_key), sort_key))
+        filed = {entry: entry for entry in old}
+        kept: set[tuple[tuple[Channel, Signature, Strategy], tuple[Any, ...]]] = set()
+        for index, entry in enumerate(wanted):
+            same = filed.get(entry)
+            if same is not None:
+                wanted[index] = same  # the objects already in the bucket, not an equal copy
+                kept.add(same)
                 continue
-            bucket = self._buckets.get(bucket_key)
+            bucket = self._buckets.get(entry[0])
             if bucket is None:
-                bucket = self._buckets[bucket_key] = SortedList()
-            bucket.add(sort_key)
+                bucket = self._buckets[entry[0]] = SortedList()
+            bucket.add(entry[1])
+        for bucket_key, sort_key in old:
+            if (bucket_key, sort_key) not in kept:
+                self._buckets[bucket_key].remove(sort_key)
         if wanted:
             self._entries[agent.id] = wanted
 
@@ -315,10 +369,16 @@ class WaitingIndex:
             if channel is None or group[2] is channel:
                 yield group, bucket
 
-    def in_queue(self, queue_id: str) -> list[str]:
-        """Conversation ids waiting in a queue, in service order across steps and channels."""
-        entries = [e for (q, _, _), bucket in self._groups.items() if q == queue_id for e in bucket]
-        return [conversation_id for _, _, conversation_id in sorted(entries)]
+    def in_queue(self, queue_id: str) -> Iterator[str]:
+        """Conversation ids waiting in a queue, in service order across steps and channels, lazily.
+
+        Each (step, channel) group is already ordered, so this is a k-way merge of the
+        queue's groups: the first ``n`` ids cost O(groups + n log groups), not a sort of
+        everything waiting. Do not change the index while iterating.
+        """
+        buckets = [bucket for (q, _, _), bucket in self._groups.items() if q == queue_id]
+        for _, _, conversation_id in heapq.merge(*buckets):
+            yield conversation_id
 
     def summary(self) -> dict[str, tuple[int, str | None]]:
         """Per queue: how many conversations wait, and the id of the one queued longest ago.

@@ -34,13 +34,14 @@ class TimerHeap:
 
     def __init__(self) -> None:
         self._heap: list[tuple[datetime, int, TimerKey]] = []
-        self._live: dict[TimerKey, tuple[datetime, int]] = {}
+        self._live: dict[TimerKey, tuple[datetime, int, TimerKey]] = {}
+        """Per key, its current heap entry (the very tuple in the heap: nothing held twice)."""
         self._seq = itertools.count()
 
     def schedule(self, key: TimerKey, due: datetime) -> None:
-        seq = next(self._seq)
-        self._live[key] = (due, seq)
-        heapq.heappush(self._heap, (due, seq, key))
+        entry = (due, next(self._seq), key)
+        self._live[key] = entry
+        heapq.heappush(self._heap, entry)
 
     def cancel(self, key: TimerKey) -> None:
         self._live.pop(key, None)
@@ -51,8 +52,8 @@ class TimerHeap:
 
     def _drop_stale(self) -> None:
         while self._heap:
-            due, seq, key = self._heap[0]
-            if self._live.get(key) == (due, seq):
+            entry = self._heap[0]
+            if self._live.get(entry[2]) is entry:
                 return
             heapq.heappop(self._heap)
 
