@@ -151,7 +151,7 @@ async def test_inbound_and_agents_in_dispatches_and_log_out(
         states = await read_partitions(
             kafka_settings, topics.router_state, [partition], producer=producer, client_id="test"
         )
-        kinds = sorted({r.kind for r in states[partition].records})
+        kinds = sorted({r.kind for r in states[partition].records()})
         assert kinds == ["agent", "contact", "conversation"]
         assert states[partition].position[topics.inbound] >= 1
         assert states[partition].outboxes == {}  # tombstoned once the dispatches were acknowledged

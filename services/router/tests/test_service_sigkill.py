@@ -144,5 +144,5 @@ async def test_sigkill_mid_stream_loses_nothing_and_assigns_nothing_twice(
         states = await read_partitions(
             kafka_settings, topics.router_state, range(kafka_settings.partitions), producer=checker, client_id="check"
         )
-    conversations = [r for s in states.values() for r in s.records if r.kind == "conversation"]
+    conversations = [r for s in states.values() for r in s.records() if r.kind == "conversation"]
     assert len([c for c in conversations if c.tenant_id in ("acme", "globex")]) == COUNT

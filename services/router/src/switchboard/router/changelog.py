@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -103,18 +103,30 @@ def encode_position(offsets: dict[str, int]) -> bytes:
 
 @dataclass
 class PartitionState:
-    """What a restore read from one changelog partition."""
+    """What a restore read from one changelog partition.
+
+    Entity records stay encoded until :meth:`records` decodes them one at a time, so a
+    restore never holds every decoded record next to the state it builds from them.
+    """
 
     partition: int
-    records: list[StateRecord] = field(default_factory=list)
+    raw_records: list[bytes] = field(default_factory=list)
     outboxes: dict[bytes, Outbox] = field(default_factory=dict)
     position: dict[str, int] = field(default_factory=dict)
     read: int = 0
     undecodable: int = 0
 
-    @property
-    def tenants(self) -> set[str]:
-        return {r.tenant_id for r in self.records}
+    def records(self) -> Iterator[StateRecord]:
+        """The entity records, decoded as they are taken; undecodable ones are counted and skipped."""
+        skipped = 0
+        for raw in self.raw_records:
+            try:
+                yield decode_state(raw)
+            except ValidationError:
+                skipped += 1
+        if skipped:
+            self.undecodable += skipped
+            log.error("undecodable changelog records skipped", partition=self.partition, count=skipped)
 
 
 def _fold(partition: int, latest: dict[bytes, bytes | None], read: int) -> PartitionState:
@@ -136,12 +148,9 @@ def _fold(partition: int, latest: dict[bytes, bytes | None], read: int) -> Parti
             except (ValueError, AttributeError, TypeError):
                 state.undecodable += 1
         else:
-            try:
-                state.records.append(decode_state(value))
-            except ValidationError:
-                state.undecodable += 1
+            state.raw_records.append(value)
     if state.undecodable:
-        log.error("undecodable changelog records skipped", partition=partition, count=state.undecodable)
+        log.error("undecodable changelog control records skipped", partition=partition, count=state.undecodable)
     return state
 
 

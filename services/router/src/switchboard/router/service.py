@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -57,7 +57,7 @@ from switchboard.router.engine import Effects, RouterEngine
 from switchboard.router.metrics import RouterMetrics
 from switchboard.router.ownership import OwnerDirectory, partition_of
 from switchboard.router.rules import Rules
-from switchboard.router.snapshot import encode_state
+from switchboard.router.snapshot import StateRecord, encode_state
 
 __all__ = ["Explanations", "RouterService"]
 
@@ -371,8 +371,9 @@ class RouterService:
             client_id=f"{self.client_id}-restore",
             fetch_max_bytes=self.restore_fetch_max_bytes,
         )
+        tenants = 0
         for p, state in states.items():
-            self._load(state)
+            tenants += self._load(state)
             self._positions[p] = dict(state.position)
             self.metrics.restored_records.inc(state.read)
         resent = await self._resend(states)
@@ -384,20 +385,35 @@ class RouterService:
             "partitions restored",
             partitions=partitions,
             records=sum(s.read for s in states.values()),
-            tenants=sum(len(s.tenants) for s in states.values()),
+            tenants=tenants,
             outboxes_resent=resent,
             seconds=round(elapsed, 3),
         )
 
-    def _load(self, state: PartitionState) -> None:
+    def _load(self, state: PartitionState) -> int:
+        """Restore one partition's entities, decoded one by one; the number of tenants loaded."""
         rules = self.engine.rules
-        known = [r for r in state.records if rules.tenant(r.tenant_id) is not None]
-        dropped = {r.tenant_id for r in state.records} - {r.tenant_id for r in known}
+        loaded: set[str] = set()
+        dropped: set[str] = set()
+
+        def known() -> Iterator[StateRecord]:
+            for record in state.records():
+                tenant = record.tenant_id
+                if tenant in loaded:
+                    yield record
+                elif tenant in dropped:
+                    continue
+                elif rules.tenant(tenant) is None:
+                    dropped.add(tenant)
+                else:
+                    loaded.add(tenant)
+                    self._tenant_partition[tenant] = state.partition
+                    yield record
+
+        self.engine.restore(known())
         if dropped:
             log.warning("changelog state of tenants not in the rules is kept but not loaded", tenants=sorted(dropped))
-        for record in known:
-            self._tenant_partition[record.tenant_id] = state.partition
-        self.engine.restore(known)
+        return len(loaded)
 
     async def _resend(self, states: dict[int, PartitionState]) -> int:
         """Send the outputs of unfinished steps again (same ids: receivers deduplicate), then close them.
