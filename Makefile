@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/common/pyproject.toml $(wildcard services/*/pyproject.toml)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo broker test test-fast lint typecheck format check clean images manifests
+.PHONY: help install run demo broker browser test test-fast lint typecheck format check clean images manifests
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,7 +33,17 @@ demo: $(STAMP) ## Send demo traffic to a running `make run` (DEMO_RATE=1 msg/s, 
 broker: $(STAMP) ## Run only the embedded Kafka-compatible broker on 127.0.0.1:9092
 	$(BIN)/switchboard-dev broker
 
-test: $(STAMP) ## Run the whole test suite against a real broker (embedded unless SWITCHBOARD_KAFKA_BOOTSTRAP is set)
+browser: ## Make sure the system Chromium that the dashboard test drives is there (installs it when root)
+	@chromium="$${SWITCHBOARD_CHROMIUM:-/usr/bin/chromium}"; \
+	if [ ! -x "$$chromium" ]; then \
+	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else \
+	    echo "The dashboard test needs Chromium at $$chromium: run 'sudo apt-get install -y chromium' or set SWITCHBOARD_CHROMIUM" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: $(STAMP) browser ## Run the whole test suite against a real broker (embedded unless SWITCHBOARD_KAFKA_BOOTSTRAP is set)
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## Run only the tests that need no broker

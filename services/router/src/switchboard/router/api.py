@@ -30,6 +30,7 @@ from switchboard.common.events import (
     PresenceChanged,
     Record,
     ReplySent,
+    RoutingDecision,
     RoutingLogEntry,
 )
 from switchboard.common.kafka import BrokerUnavailable
@@ -49,6 +50,7 @@ HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 OwnedRead = Callable[[web.Request, RouterService, str], Awaitable[web.Response]]
 _PROXIED = "X-Switchboard-Proxied-By"
 _SERVER_SET = frozenset({"schema", "schema_", "id", "tenant_id", "created_at"})
+_SLA_DECISIONS = frozenset({RoutingDecision.ESCALATED, RoutingDecision.SLA_BREACHED})
 _OPEN = (
     ConversationStatus.QUEUED,
     ConversationStatus.OFFERED,
@@ -251,7 +253,7 @@ async def get_queue(request: web.Request, service: RouterService, tenant: str) -
         limit = min(1000, max(1, int(request.query.get("limit", "100"))))
     except ValueError:
         return _error(400, "limit must be an integer")
-    waiting = service.engine.waiting(tenant, queue_id)
+    waiting = service.engine.waiting(tenant, queue_id, limit=limit)
     return web.json_response(
         {
             "queue_id": queue_id,
@@ -267,7 +269,7 @@ async def get_queue(request: web.Request, service: RouterService, tenant: str) -
                     "step": c.step,
                     "enqueued_at": _iso(c.enqueued_at),
                 }
-                for c in waiting[:limit]
+                for c in waiting
             ],
         }
     )
@@ -282,10 +284,15 @@ async def get_agent(request: web.Request, service: RouterService, tenant: str) -
     data = agent_json(agent)
     data["conversations"] = [
         {"conversation_id": c.id, "status": c.status.value, "channel": c.channel.value}
-        for c in service.engine.conversations(tenant, statuses=_OPEN, limit=10_000)
-        if c.agent_id == agent_id
+        for c in service.engine.held_by(tenant, agent_id)
     ]
     return web.json_response(data)
+
+
+def _routing_explanation(entries: list[RoutingLogEntry]) -> dict[str, Any] | None:
+    """The latest routing decision (the overview lists SLA escalations apart); else the latest entry."""
+    routing = [e for e in entries if e.decision not in _SLA_DECISIONS] or entries
+    return log_json(routing[-1]) if routing else None
 
 
 @_owned_read
@@ -294,8 +301,7 @@ async def get_overview(request: web.Request, service: RouterService, tenant: str
     conversations = []
     for conv in engine.conversations(tenant, statuses=_OPEN, limit=200):
         data = conversation_json(service, tenant, conv)
-        latest = service.explanations.of(tenant, conv.id)
-        data["explanation"] = log_json(latest[-1]) if latest else None
+        data["explanation"] = _routing_explanation(service.explanations.of(tenant, conv.id))
         conversations.append(data)
     return web.json_response(
         {
