@@ -2,7 +2,8 @@
 
 It consumes ``inbound.v1`` and, for every record, appends ``partition:offset`` to the file
 named by ``RELAY_OUT`` and writes a routing-log entry. ``RELAY_HANG_BEFORE_COMMIT=1`` makes
-it stop forever just before committing (so a test can kill it between processing and commit).
+it go on processing but never commit (so a test can kill it between processing and commit,
+however the records happen to be split into batches).
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ def main() -> None:
     settings = ServiceSettings(service_name="relay")
     out_path = os.environ["RELAY_OUT"]
     if os.environ.get("RELAY_HANG_BEFORE_COMMIT") == "1":
-        original = ConsumerLoop._commit
 
-        async def hang(self: ConsumerLoop, consumer: object) -> None:
-            if self._uncommitted:  # processed records waiting for their commit: stop right here
-                await asyncio.Event().wait()
-            await original(self, consumer)  # type: ignore[arg-type]
+        async def never_commit(self: ConsumerLoop, consumer: object) -> None:
+            await self.producer.flush()  # the output is acknowledged; the offsets stay uncommitted
 
-        ConsumerLoop._commit = hang  # type: ignore[assignment,method-assign]
+        ConsumerLoop._commit = never_commit  # type: ignore[method-assign]
 
     app = create_app(settings)
 
