@@ -208,3 +208,25 @@ def test_conversation_changes_never_touch_the_shared_empty_values() -> None:
         a.remember_message(f"m{n}")
     assert a.message_ids == tuple(f"m{n}" for n in range(3, RECENT_MESSAGE_IDS + 3))
     assert b.message_ids == ()
+
+
+def test_equal_clocks_are_one_object_and_a_changed_clock_is_a_new_one() -> None:
+    now = FakeClock().now
+    conv = Conversation(id="a", channel=Channel.EMAIL, provider="p", contact_id="k", opened_at=now)
+    conv.set_clock(SlaTarget.FIRST_RESPONSE, SlaClock(started_at=now, running_since=now))
+    conv.set_clock(SlaTarget.RESOLUTION, SlaClock(started_at=now, running_since=now))
+    first, resolution = conv.clocks[SlaTarget.FIRST_RESPONSE], conv.clocks[SlaTarget.RESOLUTION]
+    assert first is resolution  # equal clocks started together: one object
+    assert list(conv.clocks) == [t for t in SlaTarget if t in (SlaTarget.FIRST_RESPONSE, SlaTarget.RESOLUTION)]
+    assert SlaTarget.NEXT_RESPONSE not in conv.clocks
+    assert conv.clocks.get(SlaTarget.NEXT_RESPONSE) is None
+    with pytest.raises(KeyError):
+        conv.clocks[SlaTarget.NEXT_RESPONSE]
+    paused = SlaClock(started_at=now, consumed=timedelta(minutes=5), running_since=None)
+    conv.set_clock(SlaTarget.FIRST_RESPONSE, paused)
+    assert conv.clocks[SlaTarget.FIRST_RESPONSE] is paused
+    assert conv.clocks[SlaTarget.RESOLUTION] is resolution  # the other clock did not move
+    assert resolution.running_since == now
+    assert resolution.consumed == ZERO
+    with pytest.raises(AttributeError):
+        resolution.consumed = timedelta(1)  # type: ignore[misc]  # frozen: shared clocks never change

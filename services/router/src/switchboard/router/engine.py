@@ -183,6 +183,7 @@ class _Tenant:
         self.tallied: dict[str, tuple[str | None, ConversationStatus]] = {}
         self._tally_keys: dict[tuple[str | None, ConversationStatus], tuple[str | None, ConversationStatus]] = {}
         self._sets: dict[frozenset[str], frozenset[str]] = {}
+        self._tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.apply_rules(rules, options)
 
     def shared_set(self, labels: frozenset[str]) -> frozenset[str]:
@@ -193,6 +194,18 @@ class _Tenant:
         if len(self._sets) > 4096:  # labels outlived by rules reloads: start over
             self._sets.clear()
         return self._sets.setdefault(labels, labels)
+
+    def shared_tuple(self, labels: tuple[str, ...]) -> tuple[str, ...]:
+        """One tuple object (of interned labels) per distinct sequence of SLA breaches, for
+        the same reason as :meth:`shared_set`."""
+        if not labels:
+            return ()
+        if len(self._tuples) > 4096:
+            self._tuples.clear()
+        found = self._tuples.get(labels)
+        if found is None:
+            found = self._tuples[labels] = tuple(sys.intern(label) for label in labels)
+        return found
 
     def apply_rules(self, rules: TenantRules, options: RouterOptions) -> None:
         self.rules = rules
@@ -393,7 +406,12 @@ class RouterEngine:
             conv.language = sys.intern(conv.language)
         if (contact := t.contacts.get(conv.contact_id)) is not None:
             conv.contact_id = contact.id
+            if conv.customer_name is not None and conv.customer_name == contact.display_name:
+                conv.customer_name = contact.display_name
+            if contact.last_agent_at is not None and contact.last_agent_at == conv.assigned_at:
+                contact.last_agent_at = conv.assigned_at
         conv.fired = t.shared_set(conv.fired)
+        conv.breaches = t.shared_tuple(conv.breaches)
 
     def forget_tenants(self, tenant_ids: Iterable[str]) -> None:
         """Drop the state and timers of tenants whose partition was revoked."""
@@ -1520,8 +1538,8 @@ class RouterEngine:
         policy = t.rules.sla_policies.get(conv.sla_policy or "")
         if clock is None or clock.running_since is None or policy is None:
             return
-        clock.consumed += t.calendar(policy).between(clock.running_since, now)
-        clock.running_since = None
+        consumed = clock.consumed + t.calendar(policy).between(clock.running_since, now)
+        conv.set_clock(target, SlaClock(started_at=clock.started_at, consumed=consumed, running_since=None))
 
     @staticmethod
     def _resume_clock(
@@ -1533,7 +1551,7 @@ class RouterEngine:
                 conv.set_clock(target, SlaClock(started_at=now, running_since=now))
             return
         if clock.running_since is None:
-            clock.running_since = now
+            conv.set_clock(target, SlaClock(started_at=clock.started_at, consumed=clock.consumed, running_since=now))
 
     def _points(self, policy: SlaPolicy, target: SlaTarget) -> list[tuple[timedelta, int, str, EscalationStep | None]]:
         """Escalation points of a target in firing order: (threshold, order, label, step)."""
@@ -1610,6 +1628,7 @@ class RouterEngine:
             self._touch(call, t, "conversation", conv.id)
             if step is None:
                 conv.add_breach(target.value)
+                conv.breaches = t.shared_tuple(conv.breaches)
                 self._log(
                     t,
                     conv,

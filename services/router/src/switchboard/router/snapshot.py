@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, Typ
 from switchboard.common.events import Channel, DeliveryEndpoint, Presence
 from switchboard.router.rules import SlaTarget
 from switchboard.router.state import (
+    NO_ATTRIBUTES,
     NO_CLOCKS,
     NO_IDS,
     PREVIEW_CHARS,
@@ -30,6 +31,7 @@ from switchboard.router.state import (
     Conversation,
     ConversationStatus,
     SlaClock,
+    SlaClocks,
 )
 
 __all__ = [
@@ -170,7 +172,7 @@ class ContactRecord(_StateModel):
 
     def to_contact(self) -> Contact:
         fields = _same(self, _CONTACT_FIELDS)
-        fields["attributes"] = dict(fields["attributes"])
+        fields["attributes"] = dict(fields["attributes"]) if fields["attributes"] else NO_ATTRIBUTES
         fields["last_agent_at"] = _utc(fields["last_agent_at"])
         return Contact(handles=self.handles, **fields)
 
@@ -254,10 +256,16 @@ class ConversationRecord(_StateModel):
             declined_by=frozenset(self.declined_by) if self.declined_by else NO_IDS,
             preview=self.preview,
             message_ids=self.message_ids,
-            clocks={t: clock.to_clock(times) for t, clock in self.clocks.items()} if self.clocks else NO_CLOCKS,
+            clocks=self._clocks(times) if self.clocks else NO_CLOCKS,
             fired=frozenset(self.fired) if self.fired else NO_IDS,
             breaches=self.breaches,
         )
+
+    def _clocks(self, times: dict[datetime, datetime]) -> SlaClocks:
+        """The clocks, equal ones (started together, none paused yet) as one object."""
+        equal: dict[SlaClock, SlaClock] = {}
+        built = {target: clock.to_clock(times) for target, clock in self.clocks.items()}
+        return SlaClocks({target: equal.setdefault(clock, clock) for target, clock in built.items()})
 
 
 StateRecord = Annotated[AgentRecord | ContactRecord | ConversationRecord, Field(discriminator="kind")]

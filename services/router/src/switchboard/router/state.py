@@ -25,6 +25,7 @@ from switchboard.common.events import Channel, DeliveryEndpoint, Presence
 from switchboard.router.rules import SlaTarget, Strategy
 
 __all__ = [
+    "NO_ATTRIBUTES",
     "NO_CLOCKS",
     "Agent",
     "AgentIndex",
@@ -34,6 +35,7 @@ __all__ = [
     "ConversationStatus",
     "Signature",
     "SlaClock",
+    "SlaClocks",
     "WaitingIndex",
     "handle_key",
 ]
@@ -41,6 +43,8 @@ __all__ = [
 PREVIEW_CHARS = 300
 NO_IDS: frozenset[str] = frozenset()
 """The one shared empty frozenset (CPython allocates a new one per ``frozenset()`` call)."""
+NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
+"""The one shared empty attribute map of a contact (an empty dict costs 64 bytes each)."""
 RECENT_MESSAGE_IDS = 32
 ZERO = timedelta(0)
 
@@ -88,17 +92,80 @@ class Agent:
         }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class SlaClock:
-    """Business time counted towards one SLA target; paused when ``running_since`` is None."""
+    """Business time counted towards one SLA target; paused when ``running_since`` is None.
+
+    Immutable (replaced with :meth:`Conversation.set_clock` on change), so that equal clocks
+    of one conversation, started together, are one object."""
 
     started_at: datetime
     consumed: timedelta = ZERO
     running_since: datetime | None = None
 
 
-NO_CLOCKS: Mapping[SlaTarget, SlaClock] = MappingProxyType({})
-"""The one shared empty clock map (a conversation without SLA clocks holds no dict of its own)."""
+_CLOCK_SLOTS = {target: f"_{target.value}" for target in SlaTarget}
+
+
+class SlaClocks(Mapping[SlaTarget, SlaClock]):
+    """A conversation's SLA clocks, read-only: one slot per :class:`SlaTarget` (56 bytes in
+    all, where a dict of two clocks costs 224), iterated in the order of the targets.
+
+    Replace it on change (:meth:`with_clock`, :meth:`without`) rather than changing it.
+    """
+
+    __slots__ = tuple(_CLOCK_SLOTS.values())
+
+    def __init__(self, clocks: Mapping[SlaTarget, SlaClock] | None = None) -> None:
+        for target, name in _CLOCK_SLOTS.items():
+            setattr(self, name, None if clocks is None else clocks.get(target))
+
+    def __getitem__(self, target: SlaTarget) -> SlaClock:
+        name = _CLOCK_SLOTS.get(target)
+        clock: SlaClock | None = getattr(self, name) if name is not None else None
+        if clock is None:
+            raise KeyError(target)
+        return clock
+
+    def get(self, target: SlaTarget, default: Any = None) -> Any:
+        name = _CLOCK_SLOTS.get(target)
+        clock: SlaClock | None = getattr(self, name) if name is not None else None
+        return default if clock is None else clock
+
+    def __contains__(self, target: object) -> bool:
+        name = _CLOCK_SLOTS.get(target)  # type: ignore[call-overload]
+        return name is not None and getattr(self, name) is not None
+
+    def __iter__(self) -> Iterator[SlaTarget]:
+        return (target for target, name in _CLOCK_SLOTS.items() if getattr(self, name) is not None)
+
+    def __len__(self) -> int:
+        return sum(getattr(self, name) is not None for name in _CLOCK_SLOTS.values())
+
+    def __repr__(self) -> str:
+        return f"SlaClocks({dict(self.items())!r})"
+
+    def with_clock(self, target: SlaTarget, clock: SlaClock) -> SlaClocks:
+        """These clocks with ``target``'s set; a clock equal to one already held is that one."""
+        for held in self.values():
+            if held == clock:
+                clock = held
+                break
+        out = SlaClocks(self)
+        setattr(out, _CLOCK_SLOTS[target], clock)
+        return out
+
+    def without(self, target: SlaTarget) -> SlaClocks:
+        """These clocks but ``target``'s; :data:`NO_CLOCKS` when none is left."""
+        if target not in self:
+            return self
+        out = SlaClocks(self)
+        setattr(out, _CLOCK_SLOTS[target], None)
+        return out if out else NO_CLOCKS
+
+
+NO_CLOCKS = SlaClocks()
+"""The one shared empty clock map (a conversation without SLA clocks holds no map of its own)."""
 
 
 @dataclass(slots=True)
@@ -149,12 +216,12 @@ class Conversation:
         self.message_ids = (*self.message_ids, message_id)[-RECENT_MESSAGE_IDS:]
 
     def set_clock(self, target: SlaTarget, clock: SlaClock) -> None:
-        self.clocks = {**self.clocks, target: clock}
+        clocks = self.clocks
+        self.clocks = (clocks if isinstance(clocks, SlaClocks) else SlaClocks(clocks)).with_clock(target, clock)
 
     def drop_clock(self, target: SlaTarget) -> None:
-        if target in self.clocks:
-            rest = {t: c for t, c in self.clocks.items() if t is not target}
-            self.clocks = rest or NO_CLOCKS
+        clocks = self.clocks
+        self.clocks = (clocks if isinstance(clocks, SlaClocks) else SlaClocks(clocks)).without(target)
 
     def clear_clocks(self) -> None:
         self.clocks = NO_CLOCKS
@@ -175,7 +242,7 @@ class Contact:
     id: str
     handles: tuple[str, ...] = ()
     display_name: str | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=lambda: NO_ATTRIBUTES)  # replaced on change, never changed
     last_agent_id: str | None = None
     last_agent_at: datetime | None = None
 
