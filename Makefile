@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/common/pyproject.toml $(wildcard services/*/pyproject.toml)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo broker browser test test-fast lint typecheck format check clean images manifests
+.PHONY: help install run demo broker browser test test-fast bench lint typecheck format check clean images manifests
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,9 @@ test: $(STAMP) browser ## Run the whole test suite against a real broker (embedd
 
 test-fast: $(STAMP) ## Run only the tests that need no broker
 	$(BIN)/pytest -m "not broker"
+
+bench: $(STAMP) ## Run every benchmark on one broker, each figure beside a same-run baseline (BENCH_ARGS=--quick: about a minute)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: $(STAMP) ## Check style and lint rules (ruff)
 	$(BIN)/ruff check .

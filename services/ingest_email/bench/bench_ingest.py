@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import hmac
+import json
 import multiprocessing
 import os
 import smtplib
@@ -226,6 +227,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000, help="webhook posts")
     parser.add_argument("--smtp-messages", type=int, default=960, help="SMTP messages (split over 16 clients)")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--json", default=None, help="also write the figures here as JSON")
     args = parser.parse_args()
     configure_logging("warning", "json")  # as the service runs it: one info line per message otherwise
     with broker() as bootstrap:
@@ -239,6 +241,13 @@ def main() -> None:
     for name, base, full in rows:
         print(f"{name:<52} {base:>10.0f} {full:>13.0f} {full / base:>6.2f}")
     print(f"normalization alone: {per_message * 1e6:.0f} us per message ({1 / per_message:.0f}/s on one core)")
+    if args.json:
+        keys = ("sendgrid", "mailgun", "smtp")
+        figures: dict[str, float] = {"normalize_us": per_message * 1e6}
+        for key, (_, base, full) in zip(keys, rows, strict=True):
+            figures |= {f"{key}_per_s": full, f"{key}_baseline_per_s": base}
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(figures, out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import multiprocessing
 import os
 import re
@@ -291,9 +292,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=1, help="bare/webhook pairs to run, alternating")
-    parser.add_argument("--bootstrap", default=None, help="an existing broker; default: an embedded one")
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("SWITCHBOARD_KAFKA_BOOTSTRAP"),
+        help="an existing broker; default: SWITCHBOARD_KAFKA_BOOTSTRAP, else an embedded one",
+    )
     parser.add_argument("--in-memory", action="store_true", help="publish to memory instead of a broker")
     parser.add_argument("--profile", default=None, help="write a cProfile of the webhook server here")
+    parser.add_argument("--json", default=None, help="also write the medians of the rounds here as JSON")
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
@@ -304,13 +310,26 @@ def main() -> None:
             bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
         print(f"publisher: {'in-memory' if args.in_memory else f'broker at {bootstrap}'}", flush=True)
         ratios = []
+        rounds: dict[str, list[Figures]] = {"bare": [], "webhook": []}
         for _ in range(args.rounds):
             bare = run("bare", args, None, None)
             webhook = run("webhook", args, None if args.in_memory else bootstrap, args.profile)
+            rounds["bare"].append(bare)
+            rounds["webhook"].append(webhook)
             ratios.append(webhook.rps / bare.rps)
             print(f"webhook / bare = {ratios[-1]:.2f}", flush=True)
         if len(ratios) > 1:
             print(f"median webhook / bare over {len(ratios)} rounds = {statistics.median(ratios):.2f}")
+    if args.json:
+        medians = {
+            f"{kind}_{name}": statistics.median(getattr(f, name) for f in figures)
+            for kind, figures in rounds.items()
+            for name in ("rps", "p50_ms", "p99_ms", "cpu_us")
+        }
+        medians |= {"ratio": statistics.median(ratios), "errors": sum(f.errors for fs in rounds.values() for f in fs)}
+        medians |= {"requests": args.requests, "connections": args.connections, "rounds": args.rounds}
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(medians, out)
 
 
 if __name__ == "__main__":

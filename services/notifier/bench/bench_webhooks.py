@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import socket
 import statistics
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the medians here as JSON")
     args = parser.parse_args()
     port = _free_port()
     receiver = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,), daemon=True)
@@ -169,6 +171,12 @@ def main() -> None:
             f"{name:>10}  {wall[name]:10.0f}  {wall[name] / wall['bare']:5.2f}  "
             f"{cpu[name]:10.0f}  {cpu[name] / cpu['bare']:5.2f}  {sum(r[2] for r in runs)}"
         )
+    if args.json:
+        figures = {f"{name}_wall_per_s": value for name, value in wall.items()}
+        figures |= {f"{name}_cpu_per_s": value for name, value in cpu.items()}
+        figures |= {"failures": sum(r[2] for runs in results.values() for r in runs), "count": args.count}
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(figures, out)
 
 
 if __name__ == "__main__":
