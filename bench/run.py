@@ -173,6 +173,17 @@ def email_rows(f: Figures, quick: bool) -> list[Row]:
                 full >= target,
             )
         )
+    normalize_us = f["normalize_us"]
+    rows.append(
+        Row(
+            "  of which normalization alone, per message (one core)",
+            f"{normalize_us:,.0f} us",
+            f"= {1e6 / normalize_us:,.0f} messages/s",
+            "",
+            "",
+            None,
+        )
+    )
     return rows
 
 

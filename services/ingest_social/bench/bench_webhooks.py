@@ -1,8 +1,8 @@
 """Benchmark: signed, validated webhook requests per second vs a bare aiohttp handler.
 
 Runs each server in its own process and drives it from this process with ``--connections``
-concurrent keep-alive connections (a raw asyncio HTTP/1.1 client, so the client costs far
-less than the servers it measures). Prints requests/s and latency percentiles for both,
+concurrent keep-alive connections (a raw asyncio HTTP/1.1 client, ``bench/httpload.py``, so
+the client costs far less than the servers it measures). Prints requests/s and latency percentiles for both,
 measured in the same run, and their ratio.
 
 * ``bare``: an aiohttp handler that only reads the body and answers 200.
@@ -28,22 +28,24 @@ import hmac
 import json
 import multiprocessing
 import os
-import re
 import signal
 import socket
 import statistics
-import time
+import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from multiprocessing.synchronize import Event as MpEvent
+from pathlib import Path
 
 import orjson
 from aiohttp import web
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
+from httpload import cpu_seconds, drive, request  # type: ignore[import-not-found]
+
 SECRET = b"bench-secret"
 PATH = "/v1/whatsapp/acme"
-_CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 
 
 def free_port() -> int:
@@ -89,11 +91,7 @@ def signed_requests(port: int, first: int, count: int) -> list[bytes]:
     for i in range(first, first + count):
         body = body_for(i)
         sig = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
-        head = (
-            f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"X-Hub-Signature-256: {sig}\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        out.append(head.encode() + body)
+        out.append(request(port, PATH, body, {"Content-Type": "application/json", "X-Hub-Signature-256": sig}))
     return out
 
 
@@ -168,76 +166,6 @@ async def webhook_app(bootstrap: str | None) -> AsyncIterator[web.Application]:
 # ---------------------------------------------------------------------------------- client
 
 
-@dataclass
-class Load:
-    requests: Sequence[bytes]
-    next_index: int = 0
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-
-
-class Connection(asyncio.Protocol):
-    """One keep-alive connection sending one request at a time until the load is used up."""
-
-    def __init__(self, load: Load, done: asyncio.Future[None]) -> None:
-        self._load = load
-        self._done = done
-        self._buf = bytearray()
-        self._started = 0.0
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._send_next()
-
-    def _send_next(self) -> None:
-        assert self._transport is not None
-        load = self._load
-        if load.next_index >= len(load.requests):
-            self._transport.close()
-            return
-        request = load.requests[load.next_index]
-        load.next_index += 1
-        self._started = time.perf_counter()
-        self._transport.write(request)
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        match = _CONTENT_LENGTH.search(self._buf, 0, end + 2)
-        total = end + 4 + (int(match.group(1)) if match else 0)
-        if len(self._buf) < total:
-            return
-        if self._buf[9:12] != b"200":
-            self._load.errors += 1
-        del self._buf[:total]
-        self._load.latencies.append(time.perf_counter() - self._started)
-        self._send_next()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._done.done():
-            self._done.set_result(None)
-
-
-async def drive(port: int, requests: Sequence[bytes], connections: int) -> tuple[float, Load]:
-    loop = asyncio.get_running_loop()
-    load = Load(requests)
-    started = time.perf_counter()
-    waits = []
-    for _ in range(connections):
-        done: asyncio.Future[None] = loop.create_future()
-        await loop.create_connection(lambda d=done: Connection(load, d), "127.0.0.1", port)  # type: ignore[misc]
-        waits.append(done)
-    await asyncio.gather(*waits)
-    elapsed = time.perf_counter() - started
-    if len(load.latencies) != len(requests):
-        load.errors += len(requests) - len(load.latencies)
-    return elapsed, load
-
-
 @dataclass(frozen=True)
 class Figures:
     rps: float
@@ -246,16 +174,6 @@ class Figures:
     errors: int
     cpu_us: float
     """Server process CPU time (user + system) per request."""
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(kind: str, args: argparse.Namespace, bootstrap: str | None, profile: str | None) -> Figures:
