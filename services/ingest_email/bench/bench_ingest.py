@@ -27,13 +27,12 @@ import hashlib
 import hmac
 import json
 import multiprocessing
-import os
 import smtplib
 import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -45,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 from bench_normalize import typical_message  # type: ignore[import-not-found]
 from httpload import drive, request  # type: ignore[import-not-found]
 
-from switchboard.common.broker import EmbeddedBroker
+from switchboard.common.broker import bootstrap_or_embedded
 from switchboard.common.logging import configure_logging
 from switchboard.common.runtime import KAFKA, running_app
 from switchboard.common.settings import KafkaSettings
@@ -169,16 +168,6 @@ async def baseline_smtp() -> AsyncIterator[int]:
 # --------------------------------------------------------------------------- main
 
 
-@contextlib.contextmanager
-def broker() -> Iterator[str]:
-    existing = os.environ.get("SWITCHBOARD_KAFKA_BOOTSTRAP")
-    if existing:
-        yield existing
-        return
-    with EmbeddedBroker() as embedded:
-        yield embedded.bootstrap
-
-
 async def bench(bootstrap: str, count: int, concurrency: int, smtp_count: int) -> list[tuple[str, float, float]]:
     settings = IngestEmailSettings(
         kafka=KafkaSettings(bootstrap=bootstrap, partitions=3),
@@ -230,7 +219,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures here as JSON")
     args = parser.parse_args()
     configure_logging("warning", "json")  # as the service runs it: one info line per message otherwise
-    with broker() as bootstrap:
+    with bootstrap_or_embedded() as bootstrap:
         rows = asyncio.run(bench(bootstrap, args.messages, args.concurrency, args.smtp_messages))
     raw = message(0)
     started, n = time.perf_counter(), 500

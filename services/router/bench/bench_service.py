@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from switchboard.common.broker import EmbeddedBroker
+from switchboard.common.broker import bootstrap_or_embedded
 from switchboard.common.events import (
     AgentUpserted,
     Channel,
@@ -67,16 +64,6 @@ tenants:
         match: {channels: [chat]}
         strategy: least_loaded
 """
-
-
-@contextlib.contextmanager
-def broker() -> Iterator[str]:
-    existing = os.environ.get("SWITCHBOARD_KAFKA_BOOTSTRAP")
-    if existing:
-        yield existing
-        return
-    with EmbeddedBroker() as embedded:
-        yield embedded.bootstrap
 
 
 def agents(count: int) -> list[AgentUpserted]:
@@ -210,7 +197,7 @@ def main() -> None:
     configure_logging("warning", "json")
     workdir = Path(tempfile.mkdtemp(prefix="bench-router-"))
     started = time.perf_counter()
-    with broker() as bootstrap:
+    with bootstrap_or_embedded() as bootstrap:
         figures = asyncio.run(bench(bootstrap, args.messages, args.agents, args.per_contact, workdir))
     router, relay = figures["router_messages_per_s"], figures["relay_messages_per_s"]
     print(f"{args.messages} inbound messages, one tenant (one partition), {args.agents} agents; broker timestamps")

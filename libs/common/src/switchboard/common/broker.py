@@ -14,6 +14,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -129,3 +131,18 @@ class EmbeddedBroker:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextmanager
+def bootstrap_or_embedded(env: str = "SWITCHBOARD_KAFKA_BOOTSTRAP") -> Iterator[str]:
+    """The bootstrap servers named by ``env`` when set, else an embedded broker's, for the block.
+
+    What the benchmarks and development tools use: an existing Kafka when the operator
+    names one, otherwise a broker started here and stopped when the block ends.
+    """
+    existing = os.environ.get(env)
+    if existing:
+        yield existing
+        return
+    with EmbeddedBroker() as embedded:
+        yield embedded.bootstrap
