@@ -205,6 +205,53 @@ async def test_concurrency_key_runs_keys_side_by_side_and_keeps_order_within_a_k
     assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 5
 
 
+async def test_pipelined_keys_overtake_a_record_in_flight_but_the_commit_does_not(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    """A record fetched later runs while an earlier one of another key is still in flight;
+    nothing is committed past the unfinished record until it finishes."""
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def handler(message: Message) -> None:
+        record = message.record
+        assert isinstance(record, InboundMessage)
+        if record.text == "slow":
+            await asyncio.wait_for(release.wait(), 20)
+        order.append(f"{record.text}:{record.provider_message_id}")
+
+    async with RecordProducer(kafka_settings) as producer:
+        await producer.send(topics.inbound, sample_inbound(0, text="slow"))
+        loop = ConsumerLoop(
+            kafka=kafka_settings,
+            topics=[topics.inbound],
+            group_id=group,
+            handler=handler,
+            producer=producer,
+            dlq_topic=topics.dlq,
+            concurrency_key=lambda m: getattr(m.record, "text", ""),
+            commit_interval=0.0,
+        )
+        assert loop.pipelined
+        task = asyncio.create_task(loop.run())
+        await eventually(lambda: len(loop._inflight) == 1)  # "slow" is in flight
+        # Written after "slow" was fetched: a later fetch, handled while "slow" still runs.
+        for n, text in ((1, "fast"), (2, "slow"), (3, "fast")):
+            await producer.send(topics.inbound, sample_inbound(n, text=text))
+        await eventually(lambda: order == ["fast:m-1", "fast:m-3"])
+        await eventually(lambda: len(loop._inflight) == 2 and not loop._progress.is_set())
+        assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 0
+        release.set()
+        await eventually(lambda: len(order) == 4)
+        await loop.stop()
+        await task
+    assert order[2:] == ["slow:m-0", "slow:m-2"]  # one key keeps its order across fetches
+    assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 4
+
+
 async def test_on_batch_end_runs_before_the_commit_and_on_idle_polls(
     kafka_settings: KafkaSettings, topic_prefix: str
 ) -> None:
@@ -297,3 +344,49 @@ async def test_records_wait_for_on_assigned_and_a_seek_there_is_where_they_resum
     for partition, offsets in per_partition.items():
         got = [offset for p, offset, _ in handled if p == partition]
         assert got == (offsets[2:] if partition == sought else offsets)  # nothing skipped, nothing twice
+
+
+async def test_pipelined_records_in_flight_finish_and_commit_before_a_rebalance_hands_them_on(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    """A second member joins while the first has records in flight: the first drains its
+    lanes and commits before it gives partitions up, so every record is handled exactly once."""
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    handled: list[tuple[str, int, int]] = []  # (member, partition, offset)
+
+    def member(name: str, producer: RecordProducer) -> ConsumerLoop:
+        async def handler(message: Message) -> None:
+            await asyncio.sleep(0.5)  # slow enough that the rebalance meets records in flight
+            handled.append((name, message.partition, message.offset))
+
+        return ConsumerLoop(
+            kafka=kafka_settings,
+            topics=[topics.inbound],
+            group_id=group,
+            handler=handler,
+            producer=producer,
+            dlq_topic=topics.dlq,
+            concurrency_key=lambda m: m.record.tenant_id,
+            poll_timeout_ms=50,
+        )
+
+    async with RecordProducer(kafka_settings) as producer:
+        acks = await producer.send_many((topics.inbound, sample_inbound(i, tenant=f"t{i % 6}")) for i in range(60))
+        first, second = member("first", producer), member("second", producer)
+        assert first.pipelined
+        running = [asyncio.create_task(first.run())]
+        await eventually(lambda: len(handled) >= 3 and len(first._inflight) > 0, timeout=30)
+        running.append(asyncio.create_task(second.run()))
+        await eventually(lambda: second.joined and second.assignment() != set(), timeout=30)
+        acks += await producer.send_many((topics.inbound, sample_inbound(i, tenant=f"t{i % 6}")) for i in range(60, 90))
+        await eventually(lambda: len(handled) >= 90, timeout=60)
+        await eventually(lambda: first._uncommitted == {} and second._uncommitted == {})
+        for loop in (first, second):
+            await loop.stop()
+        await asyncio.gather(*running)
+    seen = [(partition, offset) for _, partition, offset in handled]
+    assert sorted(seen) == sorted((ack.partition, ack.offset) for ack in acks)  # each once, none lost
+    assert {name for name, _, _ in handled} == {"first", "second"}  # the second member did take partitions
+    assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 90

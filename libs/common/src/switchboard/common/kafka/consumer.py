@@ -21,8 +21,14 @@ Two options change how a batch is handled:
 
 - ``concurrency_key``: records with different keys (for example different conversations)
   are handled concurrently, up to ``max_concurrency`` at a time, while records with the
-  same key keep their partition order. The batch's offsets are committed once every key
-  is done, so nothing is committed past a record still in flight.
+  same key keep their partition order. Without ``on_batch_end`` the loop is pipelined: it
+  keeps fetching while earlier records are in flight and hands each record to its key's
+  lane at once, so a record never waits for the slowest record of an earlier batch (at
+  most ``max_poll_records`` records are in flight). A partition's offset is committed up
+  to the end of its finished prefix (:class:`~switchboard.common.kafka.inflight.InFlight`),
+  after the producer's flush, at most every ``commit_interval`` seconds and on revocation
+  and stop, so nothing is committed past a record still in flight. With ``on_batch_end``
+  the batch's offsets are committed once every key of the batch is done.
 - ``on_batch_end``: called after every poll (also an empty one), still holding the
   processing lock and before the commit: a stateful consumer writes its changelog there,
   or fires its timers while no input arrives.
@@ -34,12 +40,14 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from switchboard.common.events import DeadLetter, Record, RecordCodec, SchemaError
+from switchboard.common.kafka.inflight import InFlight
 from switchboard.common.kafka.producer import BrokerUnavailable, RecordProducer
 from switchboard.common.logging import get_logger
 from switchboard.common.metrics import KafkaMetrics
@@ -109,6 +117,8 @@ class ConsumerLoop:
     on_batch_end: BatchCallback | None = None
     assignors: tuple[type, ...] | None = None
     """Partition assignment strategies (aiokafka's round robin by default; range co-partitions topics)."""
+    commit_interval: float = 0.05
+    """Pipelined mode: least time between two commits of finished records (a commit is a broker round trip)."""
 
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     _listener: _Listener | None = field(default=None, init=False)
@@ -120,6 +130,16 @@ class ConsumerLoop:
     """Moves on at the start and the end of every rebalance callback."""
     _sought: set[TopicPartition] = field(default_factory=set, init=False)
     """Partitions moved by :meth:`seek` since the current fetch began."""
+    _inflight: InFlight = field(default_factory=InFlight, init=False)
+    _lanes: dict[Hashable, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    """Pipelined mode: the last record handed to each lane (the next one of its lane waits for it)."""
+    _progress: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _gate: asyncio.Semaphore | None = field(default=None, init=False)
+
+    @property
+    def pipelined(self) -> bool:
+        """Keyed lanes that run across fetches (``concurrency_key`` without ``on_batch_end``)."""
+        return self.concurrency_key is not None and self.on_batch_end is None
 
     @property
     def joined(self) -> bool:
@@ -180,6 +200,9 @@ class ConsumerLoop:
             raise
         assert self._consumer is not None
         consumer = self._consumer
+        if self.pipelined:
+            await self._run_pipelined(consumer)
+            return
         try:
             while not self._stop.is_set():
                 generation = self._generation
@@ -203,6 +226,131 @@ class ConsumerLoop:
                         await self._handle_batch(batch)
         finally:
             await self._close()
+
+    async def _run_pipelined(self, consumer: AIOKafkaConsumer) -> None:
+        """Fetch, hand records to their lanes, commit finished prefixes; see the module docstring."""
+        self._inflight = InFlight()
+        self._lanes = {}
+        self._progress.clear()
+        self._gate = asyncio.Semaphore(self.max_concurrency)
+        clock = asyncio.get_running_loop().time
+        last_commit = clock()
+        fetch: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
+        generation = self._generation
+        stopping = asyncio.ensure_future(self._stop.wait())
+        failed = True
+        try:
+            while not self._stop.is_set():
+                if fetch is None and len(self._inflight) < self.kafka.max_poll_records:
+                    generation = self._generation
+                    self._sought.clear()
+                    fetch = asyncio.ensure_future(
+                        consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.kafka.max_poll_records)
+                    )
+                waiting: set[asyncio.Future[Any]] = {stopping}
+                if fetch is not None:
+                    waiting.add(fetch)
+                wait_commit = last_commit + self.commit_interval - clock()
+                progressed = asyncio.ensure_future(self._progress.wait())
+                if wait_commit <= 0:
+                    waiting.add(progressed)
+                await asyncio.wait(waiting, timeout=max(wait_commit, 0.0) or None, return_when=asyncio.FIRST_COMPLETED)
+                progressed.cancel()
+                if self._stop.is_set():
+                    break
+                if fetch is not None and fetch.done():
+                    batch, fetch = fetch.result(), None
+                    async with self._processing:
+                        if generation != self._generation:
+                            await self._put_back(consumer, batch)
+                        else:
+                            self._hand_out(consumer, batch)
+                if self._progress.is_set() and clock() - last_commit >= self.commit_interval:
+                    self._progress.clear()
+                    last_commit = clock()
+                    async with self._processing:
+                        self._uncommitted.update(self._inflight.committable())
+                        await self._commit(consumer)
+            failed = False
+        finally:
+            stopping.cancel()
+            if fetch is not None and not fetch.done():
+                fetch.cancel()
+                await asyncio.gather(fetch, return_exceptions=True)
+            if failed:
+                # Some output may not have been acknowledged: commit nothing that is in flight.
+                await self._cancel_lanes()
+            else:
+                await self._drain_lanes()
+            await self._close()
+
+    def _hand_out(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Give each record to its lane, behind the lane's previous record."""
+        assert self.concurrency_key is not None
+        for tp, raws in batch.items():
+            for raw in raws:
+                message = self._decode(raw)
+                # An undecodable record has no key of its own: it keeps its partition's order.
+                lane = (
+                    ("partition", raw.topic, raw.partition)
+                    if isinstance(message, BaseException)
+                    else ("key", self.concurrency_key(message))
+                )
+                self._inflight.add(tp, raw.offset)
+                task = asyncio.create_task(
+                    self._lane_step(
+                        self._lanes.get(lane), tp, raw, None if isinstance(message, BaseException) else message
+                    )
+                )
+                self._lanes[lane] = task
+                task.add_done_callback(partial(self._lane_done, lane))
+            if self.metrics is not None and raws:
+                self.metrics.consumed.labels(tp.topic).inc(len(raws))
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - raws[-1].offset - 1))
+
+    def _lane_done(self, lane: Hashable, task: asyncio.Task[None]) -> None:
+        if self._lanes.get(lane) is task:
+            del self._lanes[lane]
+
+    async def _lane_step(
+        self,
+        previous: asyncio.Task[None] | None,
+        tp: TopicPartition,
+        raw: ConsumerRecord[bytes, bytes],
+        message: Message | None,
+    ) -> None:
+        finished = False
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])  # its own outcome is its own: only the order matters here
+            assert self._gate is not None
+            async with self._gate:
+                finished = await self._handle_one(raw, message)
+        finally:
+            if finished:
+                self._inflight.finish(tp, raw.offset)
+            else:  # stopping with the broker away, or cancelled: nothing from here on is committed
+                self._inflight.block(tp)
+            self._progress.set()
+
+    async def _drain_lanes(self) -> None:
+        """Wait for every record in flight, then put the finished prefixes up for the final commit."""
+        while self._lanes:
+            await asyncio.wait(list(self._lanes.values()))
+        self._uncommitted.update(self._inflight.committable())
+
+    async def _cancel_lanes(self) -> None:
+        lanes = list(self._lanes.values())
+        for task in lanes:
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        self._lanes.clear()
+        self._inflight.clear()
+        self._uncommitted.clear()
 
     async def stop(self) -> None:
         """Ask the loop to finish its batch, commit and close; safe to call more than once."""
@@ -426,11 +574,16 @@ class ConsumerLoop:
         async with self._processing:
             self._generation += 1
             try:
+                if self.pipelined:
+                    await self._drain_lanes()  # every record in flight finishes under the old assignment
                 if self._consumer is not None:
                     try:
                         await self._commit(self._consumer)
                     except (KafkaError, BrokerUnavailable) as exc:
                         log.warning("commit on revocation failed", error=repr(exc))
+                if self.pipelined:
+                    # A partition that comes back is read again from its commit: start it afresh.
+                    self._inflight.forget(revoked)
                 if self.on_revoked is not None:
                     await self.on_revoked(revoked)
             finally:
