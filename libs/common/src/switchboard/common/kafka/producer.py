@@ -166,12 +166,11 @@ class RecordProducer:
     ) -> asyncio.Future[RecordMetadata]:
         producer = self._require()
         try:
-            future: asyncio.Future[RecordMetadata] = await asyncio.wait_for(
-                producer.send(
+            # asyncio.timeout, not wait_for: the send runs in this task instead of a new one per record.
+            async with asyncio.timeout(self._send_timeout):
+                future: asyncio.Future[RecordMetadata] = await producer.send(
                     topic, value=value, key=key, partition=partition, headers=list(headers) if headers else None
-                ),
-                self._send_timeout,
-            )
+                )
         except (KafkaError, TimeoutError) as exc:
             self._count_error(topic)
             raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
