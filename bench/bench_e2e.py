@@ -31,10 +31,7 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -52,6 +49,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from switchboard.common.broker import EmbeddedBroker, free_port
 from switchboard.common.runtime import running_app
 from switchboard.common.testing import consume_all
+from switchboard.common.testing.processes import ServiceProcess
 
 SERVICES = ("ingest_email", "ingest_social", "router", "notifier")
 TENANT = "acme"
@@ -71,41 +69,7 @@ tenants:
 # ---------------------------------------------------------------------------- processes
 
 
-@dataclass
-class Service:
-    name: str
-    env: dict[str, str]
-    port: int
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(  # noqa: S603  # this interpreter with a fixed module
-                [sys.executable, "-m", f"switchboard.{self.name}"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def terminate(self) -> None:
-        """SIGTERM: the service drains, commits and exits (see :meth:`wait`)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait(self) -> None:
-        """Until the process exited; SIGKILL when it does not within 15 s of SIGTERM."""
-        if self.process is None:
-            return
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-
-def services(bootstrap: str, prefix: str, workdir: Path, receiver_port: int) -> dict[str, Service]:
+def services(bootstrap: str, prefix: str, workdir: Path, receiver_port: int) -> dict[str, ServiceProcess]:
     rules = workdir / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
     channels = workdir / "channels.yaml"
@@ -151,7 +115,7 @@ def services(bootstrap: str, prefix: str, workdir: Path, receiver_port: int) -> 
         },
     }
     return {
-        name: Service(
+        name: ServiceProcess(
             name,
             {**common, "SWITCHBOARD_HTTP_PORT": str(ports[name]), **specific[name]},
             ports[name],
@@ -161,13 +125,13 @@ def services(bootstrap: str, prefix: str, workdir: Path, receiver_port: int) -> 
     }
 
 
-async def wait_ready(http: aiohttp.ClientSession, stack: dict[str, Service], timeout: float = 90) -> None:
+async def wait_ready(http: aiohttp.ClientSession, stack: dict[str, ServiceProcess], timeout: float = 90) -> None:
     pending = list(stack.values())
     deadline = time.monotonic() + timeout
     while pending:
         for service in list(pending):
             if service.process is None or service.process.poll() is not None:
-                raise RuntimeError(f"{service.name} exited; see {service.log}")
+                raise RuntimeError(f"{service.name} exited; see {service.log_path}")
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 async with http.get(f"{service.url}/readyz") as answer:
                     if answer.status == 200:
@@ -386,7 +350,7 @@ async def dispatch_times(bootstrap: str, topic: str) -> dict[int, float]:
     return written
 
 
-async def run_stream(stack: dict[str, Service], args: argparse.Namespace, count: int, timings: Timings) -> float:
+async def run_stream(stack: dict[str, ServiceProcess], args: argparse.Namespace, count: int, timings: Timings) -> float:
     """Agents in, one warm-up second, then the measured stream; returns the achieved send rate."""
     receiver_port = int(stack["notifier"].env["BENCH_RECEIVER_PORT"])
     connector = aiohttp.TCPConnector(limit=256)

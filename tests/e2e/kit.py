@@ -14,12 +14,7 @@ import hashlib
 import hmac
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -38,6 +33,7 @@ from switchboard.common.events import Dispatch, RecordCodec, RoutingLogEntry
 from switchboard.common.runtime import running_app
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.testing import consume_all, eventually
+from switchboard.common.testing.processes import ServiceProcess
 from switchboard.common.topics import Topics, ensure_topics
 
 SERVICES = ("ingest_email", "ingest_social", "router", "notifier")
@@ -52,62 +48,12 @@ _CODEC = RecordCodec()
 
 
 @dataclass
-class Service:
-    """One service process; ``start`` again after ``kill`` restarts it with the same settings."""
-
-    name: str
-    env: dict[str, str]
-    http_port: int
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> None:
-        assert self.process is None or self.process.poll() is not None, f"{self.name} is already running"
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", f"switchboard.{self.name}"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def kill(self) -> None:
-        """SIGKILL: no drain, no commit, no flush."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        """SIGTERM (graceful), SIGKILL when it does not exit in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def ready(self) -> bool:
-        if self.process is None or self.process.poll() is not None:
-            raise AssertionError(f"{self.name} exited ({self._exit()}); see {self.log_path}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as answer:  # noqa: S310  # our loopback URL
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def _exit(self) -> str:
-        return "not started" if self.process is None else f"code {self.process.returncode}"
-
-
-@dataclass
 class Stack:
     """The four services of one test module, with the ports of the receivers they deliver to."""
 
     prefix: str
     bootstrap: str
-    services: dict[str, Service]
+    services: dict[str, ServiceProcess]
     smtp_port: int
     receiver_port: int
     mailbox_port: int
@@ -232,7 +178,7 @@ def build_stack(
         },
     }
     services = {
-        name: Service(
+        name: ServiceProcess(
             name=name,
             env={**common, "SWITCHBOARD_HTTP_PORT": str(ports[name]), **specific[name]},
             http_port=ports[name],
