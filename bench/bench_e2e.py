@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from switchboard.common.broker import EmbeddedBroker, free_port
+from switchboard.common.broker import bootstrap_or_embedded, free_port
 from switchboard.common.runtime import running_app
 from switchboard.common.testing import consume_all
 from switchboard.common.testing.processes import ServiceProcess
@@ -306,16 +306,6 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
     return q[49] * 1000, q[98] * 1000
 
 
-@contextlib.contextmanager
-def broker() -> Iterator[str]:
-    existing = os.environ.get("SWITCHBOARD_KAFKA_BOOTSTRAP")
-    if existing:
-        yield existing
-        return
-    with EmbeddedBroker() as embedded:
-        yield embedded.bootstrap
-
-
 async def create_agents(http: aiohttp.ClientSession, router: str, count: int, hook: str) -> None:
     """Upsert ``count`` agents through the router API and wait until the router holds them."""
     for a in range(count):
@@ -431,7 +421,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here as JSON")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    with broker() as bootstrap:
+    with bootstrap_or_embedded() as bootstrap:
         figures = asyncio.run(bench(bootstrap, args, workdir))
     print(
         f"{figures['messages']:.0f} messages at {figures['rate_target']:.0f}/s "
