@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 
 from switchboard.common.events import DeadLetter, InboundMessage, RecordCodec, decode
 from switchboard.common.kafka import BrokerUnavailable, ConsumerLoop, Message, RecordProducer
+from switchboard.common.kafka.consumer import RecordHandler
 from switchboard.common.metrics import KafkaMetrics, new_registry
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.testing import committed_offsets, consume, eventually, sample_inbound
 from switchboard.common.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.broker
+
+
+def inbound_loop(
+    kafka: KafkaSettings, topics: Topics, group: str, handler: RecordHandler, producer: RecordProducer, **options: Any
+) -> ConsumerLoop:
+    """A consumer loop of ``inbound.v1`` in ``group`` that dead-letters to the test's ``dlq.v1``."""
+    return ConsumerLoop(
+        kafka=kafka,
+        topics=[topics.inbound],
+        group_id=group,
+        handler=handler,
+        producer=producer,
+        dlq_topic=topics.dlq,
+        **options,
+    )
 
 
 async def test_ensure_topics_is_idempotent(kafka_settings: KafkaSettings, topic_prefix: str) -> None:
@@ -41,13 +58,12 @@ async def test_produced_records_are_consumed_validated_and_committed(
     async with RecordProducer(kafka_settings, metrics=metrics) as producer:
         acks = await producer.send_many((topics.inbound, sample_inbound(i, tenant=f"t{i % 4}")) for i in range(12))
         assert len(acks) == 12
-        loop = ConsumerLoop(
-            kafka=kafka_settings,
-            topics=[topics.inbound],
-            group_id=group,
-            handler=handler,
-            producer=producer,
-            dlq_topic=topics.dlq,
+        loop = inbound_loop(
+            kafka_settings,
+            topics,
+            group,
+            handler,
+            producer,
             codec=RecordCodec(InboundMessage),
             metrics=metrics,
         )
@@ -90,13 +106,12 @@ async def test_failing_record_goes_to_dlq_and_the_partition_moves_on(
         await producer.send(topics.inbound, sample_inbound(2, text="poison"))
         await producer.send_raw(topics.inbound, b"acme", b"\xffnot json at all")
         await producer.send(topics.inbound, sample_inbound(3))
-        loop = ConsumerLoop(
-            kafka=kafka_settings,
-            topics=[topics.inbound],
-            group_id=group,
-            handler=handler,
-            producer=producer,
-            dlq_topic=topics.dlq,
+        loop = inbound_loop(
+            kafka_settings,
+            topics,
+            group,
+            handler,
+            producer,
             max_attempts=3,
             retry_backoff=0.01,
         )
@@ -184,13 +199,12 @@ async def test_concurrency_key_runs_keys_side_by_side_and_keeps_order_within_a_k
         for n, lane in ((1, "a"), (2, "a"), (3, "b"), (4, "a")):
             await producer.send(topics.inbound, sample_inbound(n, text=lane))
         await producer.send_raw(topics.inbound, b"acme", b"not json")
-        loop = ConsumerLoop(
-            kafka=kafka_settings,
-            topics=[topics.inbound],
-            group_id=group,
-            handler=handler,
-            producer=producer,
-            dlq_topic=topics.dlq,
+        loop = inbound_loop(
+            kafka_settings,
+            topics,
+            group,
+            handler,
+            producer,
             concurrency_key=lambda m: getattr(m.record, "text", ""),
         )
         task = asyncio.create_task(loop.run())
@@ -225,13 +239,12 @@ async def test_pipelined_keys_overtake_a_record_in_flight_but_the_commit_does_no
 
     async with RecordProducer(kafka_settings) as producer:
         await producer.send(topics.inbound, sample_inbound(0, text="slow"))
-        loop = ConsumerLoop(
-            kafka=kafka_settings,
-            topics=[topics.inbound],
-            group_id=group,
-            handler=handler,
-            producer=producer,
-            dlq_topic=topics.dlq,
+        loop = inbound_loop(
+            kafka_settings,
+            topics,
+            group,
+            handler,
+            producer,
             concurrency_key=lambda m: getattr(m.record, "text", ""),
             commit_interval=0.0,
         )
@@ -272,13 +285,12 @@ async def test_on_batch_end_runs_before_the_commit_and_on_idle_polls(
             committed = sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values())
             ends.append((len(handled), committed))
 
-        loop = ConsumerLoop(
-            kafka=kafka_settings,
-            topics=[topics.inbound],
-            group_id=group,
-            handler=handler,
-            producer=producer,
-            dlq_topic=topics.dlq,
+        loop = inbound_loop(
+            kafka_settings,
+            topics,
+            group,
+            handler,
+            producer,
             on_batch_end=batch_end,
             poll_timeout_ms=50,
         )
@@ -324,13 +336,12 @@ async def test_records_wait_for_on_assigned_and_a_seek_there_is_where_they_resum
             loop.seek(TopicPartition(topics.inbound, sought), 2)
             callback_done = True
 
-        loop = ConsumerLoop(
-            kafka=kafka_settings,
-            topics=[topics.inbound],
-            group_id=group,
-            handler=handler,
-            producer=producer,
-            dlq_topic=topics.dlq,
+        loop = inbound_loop(
+            kafka_settings,
+            topics,
+            group,
+            handler,
+            producer,
             on_assigned=on_assigned,
             poll_timeout_ms=50,
         )
@@ -361,13 +372,12 @@ async def test_pipelined_records_in_flight_finish_and_commit_before_a_rebalance_
             await asyncio.sleep(0.5)  # slow enough that the rebalance meets records in flight
             handled.append((name, message.partition, message.offset))
 
-        return ConsumerLoop(
-            kafka=kafka_settings,
-            topics=[topics.inbound],
-            group_id=group,
-            handler=handler,
-            producer=producer,
-            dlq_topic=topics.dlq,
+        return inbound_loop(
+            kafka_settings,
+            topics,
+            group,
+            handler,
+            producer,
             concurrency_key=lambda m: m.record.tenant_id,
             poll_timeout_ms=50,
         )
