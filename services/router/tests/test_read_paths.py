@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -234,7 +235,7 @@ def test_waiting_index_reads_the_queue_lazily() -> None:
     reads = 0
 
     class Counting(list[tuple[int, float, str]]):
-        def __iter__(self):  # type: ignore[no-untyped-def]
+        def __iter__(self) -> Iterator[tuple[int, float, str]]:
             nonlocal reads
             for entry in super().__iter__():
                 reads += 1

@@ -120,21 +120,24 @@ class SlaClocks(Mapping[SlaTarget, SlaClock]):
         for target, name in _CLOCK_SLOTS.items():
             setattr(self, name, None if clocks is None else clocks.get(target))
 
-    def __getitem__(self, target: SlaTarget) -> SlaClock:
-        name = _CLOCK_SLOTS.get(target)
+    def _held(self, target: object) -> SlaClock | None:
+        """The clock of ``target``, None when it has none (or is no target at all)."""
+        name = _CLOCK_SLOTS.get(target)  # type: ignore[call-overload]  # any key may be asked for
         clock: SlaClock | None = getattr(self, name) if name is not None else None
+        return clock
+
+    def __getitem__(self, target: SlaTarget) -> SlaClock:
+        clock = self._held(target)
         if clock is None:
             raise KeyError(target)
         return clock
 
     def get(self, target: SlaTarget, default: Any = None) -> Any:
-        name = _CLOCK_SLOTS.get(target)
-        clock: SlaClock | None = getattr(self, name) if name is not None else None
+        clock = self._held(target)
         return default if clock is None else clock
 
     def __contains__(self, target: object) -> bool:
-        name = _CLOCK_SLOTS.get(target)  # type: ignore[call-overload]
-        return name is not None and getattr(self, name) is not None
+        return self._held(target) is not None
 
     def __iter__(self) -> Iterator[SlaTarget]:
         return (target for target, name in _CLOCK_SLOTS.items() if getattr(self, name) is not None)
