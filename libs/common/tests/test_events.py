@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any, get_origin
 
@@ -34,6 +35,7 @@ from switchboard.common.events import (
     UnsupportedSchemaVersion,
     decode,
     encode,
+    new_id,
 )
 
 JSON = st.recursive(
@@ -214,3 +216,12 @@ def test_dead_letter_keeps_non_utf8_bytes() -> None:
     assert back.source_headers == (("trace", b"\x01\x02"),)
     assert back.key() == b"acme"
     assert back.tenant_id is None
+
+
+def test_new_id_is_a_random_uuid4_in_hex() -> None:
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value  # 32 lower-case hex digits, no dashes
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
