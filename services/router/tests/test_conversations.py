@@ -207,6 +207,36 @@ def test_contacts_linked_merges_identities() -> None:
     assert all("+15550001" not in str(r.model_dump()) for r in records)  # handles are stored hashed
 
 
+def test_a_contact_is_written_to_the_changelog_only_when_it_changes() -> None:
+    engine, _ = setup()
+    engine.handle(agent_event("a1"))
+
+    def contact_keys(fx: Effects) -> list[str]:
+        return [k for k in fx.state if k.startswith("acme/contact/")]
+
+    first = engine.handle(inbound(thread="t-1", attributes={"tier": "silver"}))
+    (key,) = contact_keys(first)
+    # the same customer, the same name and attributes: the follow-up writes its conversation only
+    same = engine.handle(inbound(thread="t-1", attributes={"tier": "silver"}))
+    assert contact_keys(same) == []
+    assert [k for k in same.state if "/conversation/" in k] == [f"acme/conversation/{conv_of(first)}"]
+    # a new attribute, a new handle or a new name is written
+    richer = engine.handle(inbound(thread="t-1", attributes={"plan": "pro"}))
+    assert contact_keys(richer) == [key]
+    record = richer.state[key]
+    assert record is not None and dict(record.attributes) == {"tier": "silver", "plan": "pro"}  # type: ignore[union-attr]
+    message = inbound(thread="t-1", attributes={"plan": "pro"})
+    identity = message.contact.model_copy(
+        update={"handles": (*message.contact.handles, ContactHandle(kind="phone", value="+15550009"))}
+    )
+    assert contact_keys(engine.handle(message.model_copy(update={"contact": identity}))) == [key]
+    renamed = message.contact.model_copy(update={"display_name": "Ann"})
+    assert contact_keys(
+        engine.handle(message.model_copy(update={"contact": renamed, "provider_message_id": "m2"}))
+    ) == [key]
+    assert contact_keys(engine.handle(inbound(thread="t-1", attributes={"plan": "pro"}))) == [key]  # "Customer" again
+
+
 def test_transfer_to_agent_and_to_queue() -> None:
     engine, _ = setup()
     engine.handle(agent_event("a1", skills={"billing": 3}))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from switchboard.common.events import Channel, Dispatch, DispatchKind, Record, decode
+from switchboard.common.events import Channel, Dispatch, DispatchKind, decode
 from switchboard.common.kafka import BrokerUnavailable, RecordProducer
 from switchboard.common.runtime import KAFKA, REGISTRY
 from switchboard.common.settings import KafkaSettings
@@ -38,16 +38,16 @@ async def test_crash_between_changelog_and_dispatches_resends_the_outbox(
     async with router(settings) as (app, _url), RecordProducer(kafka_settings) as producer:
         service = app[ROUTER]
         router_producer = app[KAFKA].producer
-        original = router_producer.send_soon
+        original = router_producer.send_raw_soon
         failures: list[str] = []
 
-        async def failing_send_soon(topic: str, record: Record, **kwargs: Any) -> Any:
+        async def failing_send(topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> Any:
             if topic == topics.dispatch and not failures:
                 failures.append(topic)  # the changelog (with the outbox) is already acknowledged
                 raise BrokerUnavailable("simulated: broker lost after the changelog was written")
-            return await original(topic, record, **kwargs)
+            return await original(topic, key, value, **kwargs)
 
-        router_producer.send_soon = failing_send_soon  # type: ignore[method-assign]
+        router_producer.send_raw_soon = failing_send  # type: ignore[method-assign]
         await producer.send(topics.agent_events, agent("ann", billing=5))
         await producer.send(topics.inbound, inbound(1, text="invoice"))
         await producer.send(topics.inbound, inbound(2, text="invoice"))

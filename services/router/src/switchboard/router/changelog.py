@@ -29,6 +29,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
@@ -77,15 +78,14 @@ class Outbox:
         )
 
     def encode(self) -> bytes:
-        return json.dumps(
+        return orjson.dumps(
             {
                 "schema": "router-outbox/v1",
                 "dispatches": [d.decode("utf-8") for d in self.dispatches],
                 "log": [e.decode("utf-8") for e in self.log],
                 "tenants": self.tenants,
-            },
-            separators=(",", ":"),
-        ).encode("utf-8")
+            }
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> Outbox:

@@ -698,17 +698,26 @@ class RouterEngine:
         ]
         keys = [handle_key(h.kind, h.value) for h in identity.handles]
         found = t.contacts.find(linking)
-        if found:
-            contact = self._merge_contacts(t, found, call)
+        if len(found) == 1:
+            contact = found[0]
+            before = (contact.handles, contact.display_name, contact.attributes)
         else:
-            contact = Contact(id=new_id())
-            t.contacts.add(contact)
+            # several found are merged (and written); none found is a new contact
+            contact = self._merge_contacts(t, found, call) if found else Contact(id=new_id())
+            if not found:
+                t.contacts.add(contact)
+            before = None
         t.contacts.attach(contact, keys)
         if identity.display_name:
             contact.display_name = identity.display_name
         if identity.attributes:
-            contact.attributes = {**contact.attributes, **identity.attributes}
-        self._touch(call, t, "contact", contact.id)
+            merged = {**contact.attributes, **identity.attributes}
+            if merged != contact.attributes:
+                contact.attributes = merged
+        # A known contact that wrote the same again (every follow-up message) is not rewritten
+        # to the changelog: that was a record per inbound message for nothing.
+        if before is None or before != (contact.handles, contact.display_name, contact.attributes):
+            self._touch(call, t, "contact", contact.id)
         return contact
 
     def _merge_contacts(self, t: _Tenant, contacts: list[Contact], call: _Call) -> Contact:

@@ -252,6 +252,7 @@ class RouterService:
         started = time.perf_counter()
         state_topic = self.topics.router_state
         outboxes: list[tuple[int, bytes]] = []
+        encoded: list[Outbox] = []
         try:
             # 1. The changelog: outbox first, entities, then the input position.
             for partition, step in steps.items():
@@ -260,6 +261,7 @@ class RouterService:
                     outbox = Outbox.of(step.dispatches, step.log)
                     await self.producer.send_raw_soon(state_topic, key, outbox.encode(), partition=partition)
                     outboxes.append((partition, key))
+                    encoded.append(outbox)
                 for key, value in step.state.items():
                     await self.producer.send_raw_soon(state_topic, key, value, partition=partition)
                 if step.position:
@@ -269,12 +271,10 @@ class RouterService:
                         state_topic, position_key(partition), encode_position(position), partition=partition
                     )
             await self.producer.flush()
-            # 2. The outputs, only once the state that produced them is durable.
-            for step in steps.values():
-                for dispatch in step.dispatches:
-                    await self.producer.send_soon(self.topics.dispatch, dispatch)
-                for entry in step.log:
-                    await self.producer.send_soon(self.topics.routing_log, entry)
+            # 2. The outputs, only once the state that produced them is durable: the bytes the
+            #    outbox holds (encoded once), keyed by tenant like any record.
+            for outbox in encoded:
+                await self._send_outbox(outbox)
             await self.producer.flush()
             # 3. The outboxes are done (their tombstones are flushed with the input commit).
             for partition, key in outboxes:
@@ -415,6 +415,16 @@ class RouterService:
             log.warning("changelog state of tenants not in the rules is kept but not loaded", tenants=sorted(dropped))
         return len(loaded)
 
+    async def _send_outbox(self, outbox: Outbox) -> None:
+        """Enqueue an outbox's dispatches and routing-log entries, each keyed by its tenant."""
+        tenants = iter(outbox.tenants)
+        for raw in outbox.dispatches:
+            tenant = next(tenants, None)
+            await self.producer.send_raw_soon(self.topics.dispatch, tenant.encode() if tenant else None, raw)
+        for raw in outbox.log:
+            tenant = next(tenants, None)
+            await self.producer.send_raw_soon(self.topics.routing_log, tenant.encode() if tenant else None, raw)
+
     async def _resend(self, states: dict[int, PartitionState]) -> int:
         """Send the outputs of unfinished steps again (same ids: receivers deduplicate), then close them.
 
@@ -424,13 +434,7 @@ class RouterService:
         done: list[tuple[int, bytes]] = []
         for partition, state in states.items():
             for key, outbox in state.outboxes.items():
-                tenants = iter(outbox.tenants)
-                for raw in outbox.dispatches:
-                    tenant = next(tenants, None)
-                    await self.producer.send_raw_soon(self.topics.dispatch, tenant.encode() if tenant else None, raw)
-                for raw in outbox.log:
-                    tenant = next(tenants, None)
-                    await self.producer.send_raw_soon(self.topics.routing_log, tenant.encode() if tenant else None, raw)
+                await self._send_outbox(outbox)
                 done.append((partition, key))
         if not done:
             return 0
