@@ -15,6 +15,7 @@ from switchboard.common.events import (
 )
 from switchboard.router.engine import Effects, RouterEngine
 from switchboard.router.rules import parse_rules
+from switchboard.router.snapshot import ContactRecord
 from switchboard.router.state import ConversationStatus
 from switchboard.router.testing import FakeClock, agent_event, inbound
 
@@ -224,7 +225,8 @@ def test_a_contact_is_written_to_the_changelog_only_when_it_changes() -> None:
     richer = engine.handle(inbound(thread="t-1", attributes={"plan": "pro"}))
     assert contact_keys(richer) == [key]
     record = richer.state[key]
-    assert record is not None and dict(record.attributes) == {"tier": "silver", "plan": "pro"}  # type: ignore[union-attr]
+    assert isinstance(record, ContactRecord)
+    assert dict(record.attributes) == {"tier": "silver", "plan": "pro"}
     message = inbound(thread="t-1", attributes={"plan": "pro"})
     identity = message.contact.model_copy(
         update={"handles": (*message.contact.handles, ContactHandle(kind="phone", value="+15550009"))}

@@ -44,3 +44,16 @@ def test_cancel_tenant_drops_only_that_tenant() -> None:
     heap.cancel_tenant("acme")
     assert heap.pop_due(T0 + timedelta(seconds=5)) == key("a", tenant="globex")
     assert heap.pop_due(T0 + timedelta(seconds=5)) is None
+
+
+def test_due_times_keep_their_microseconds_and_equal_ones_pop_in_key_order() -> None:
+    heap = TimerHeap()
+    due = datetime(2026, 11, 23, 9, 0, 0, 123457, tzinfo=UTC)
+    heap.schedule(key("b"), due)
+    heap.schedule(key("a"), due)
+    heap.schedule(key("c"), due + timedelta(microseconds=1))
+    assert heap.next_deadline() == due
+    assert heap.due_at(key("c")) == due + timedelta(microseconds=1)
+    assert heap.pop_due(due - timedelta(microseconds=1)) is None
+    assert [heap.pop_due(due), heap.pop_due(due), heap.pop_due(due)] == [key("a"), key("b"), None]
+    assert heap.pop_due(due + timedelta(microseconds=1)) == key("c")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-import itertools
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 __all__ = ["TimerHeap", "TimerKey", "TimerKind"]
@@ -30,16 +29,20 @@ class TimerHeap:
 
     Cancelled and replaced entries stay in the heap until they surface and are skipped, so
     every operation is O(log n) and nothing is ever polled.
+
+    A conversation holds a timer or two for as long as it is open, so an entry is kept
+    small: ``(due, key)`` with the due time as a POSIX timestamp (a float is 24 bytes, a
+    datetime 48; the round trip is exact to the microsecond for any time of this era).
+    Timers due at the same instant pop in key order.
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[datetime, int, TimerKey]] = []
-        self._live: dict[TimerKey, tuple[datetime, int, TimerKey]] = {}
+        self._heap: list[tuple[float, TimerKey]] = []
+        self._live: dict[TimerKey, tuple[float, TimerKey]] = {}
         """Per key, its current heap entry (the very tuple in the heap: nothing held twice)."""
-        self._seq = itertools.count()
 
     def schedule(self, key: TimerKey, due: datetime) -> None:
-        entry = (due, next(self._seq), key)
+        entry = (due.timestamp(), key)
         self._live[key] = entry
         heapq.heappush(self._heap, entry)
 
@@ -48,25 +51,25 @@ class TimerHeap:
 
     def due_at(self, key: TimerKey) -> datetime | None:
         entry = self._live.get(key)
-        return entry[0] if entry is not None else None
+        return _time(entry[0]) if entry is not None else None
 
     def _drop_stale(self) -> None:
         while self._heap:
             entry = self._heap[0]
-            if self._live.get(entry[2]) is entry:
+            if self._live.get(entry[1]) is entry:
                 return
             heapq.heappop(self._heap)
 
     def next_deadline(self) -> datetime | None:
         self._drop_stale()
-        return self._heap[0][0] if self._heap else None
+        return _time(self._heap[0][0]) if self._heap else None
 
     def pop_due(self, now: datetime) -> TimerKey | None:
         """The earliest timer due at or before ``now`` (removed), or None."""
         self._drop_stale()
-        if not self._heap or self._heap[0][0] > now:
+        if not self._heap or self._heap[0][0] > now.timestamp():
             return None
-        _, _, key = heapq.heappop(self._heap)
+        _, key = heapq.heappop(self._heap)
         del self._live[key]
         return key
 
@@ -76,3 +79,7 @@ class TimerHeap:
 
     def __len__(self) -> int:
         return len(self._live)
+
+
+def _time(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
