@@ -110,6 +110,22 @@ async def test_mailgun_raw_mime_accepted(client: Client, publisher: FakePublishe
     assert record.provider_message_id == "CAF=def456+reply@mail.gmail.com"
 
 
+async def test_mailgun_urlencoded_utf8_mime_keeps_its_bytes(client: Client, publisher: FakePublisher) -> None:
+    # a urlencoded post (Mailgun's form when there are no attachments) of UTF-8 beyond
+    # latin-1 was once refused as a malformed form: the fields are bytes, kept as sent
+    mime = (
+        "From: Ana <ana@example.es>\r\nSubject: 50 €\r\nMessage-ID: <eur-1@example.es>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nTotal: 50 €\r\n"
+    )
+    data = {**signed("tok-eur"), "recipient": "support@acme.example", "body-mime": mime}
+    resp = await client.post("/inbound/mailgun/acme", data=data)
+    assert resp.status == 200
+    (record,) = publisher.records
+    assert record.provider_message_id == "eur-1@example.es"
+    assert record.subject == "50 €"
+    assert record.text == "Total: 50 €"
+
+
 async def test_mailgun_parsed_fields_with_attachment(client: Client, publisher: FakePublisher) -> None:
     form = aiohttp.FormData()
     for k, v in signed("tok-2").items():

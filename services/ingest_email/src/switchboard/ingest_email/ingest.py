@@ -56,6 +56,14 @@ class IngestMetrics:
             buckets=(0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
             registry=registry,
         )
+        self._outcomes: dict[tuple[str, str], Counter] = {}
+
+    def count(self, provider: str, outcome: str) -> None:
+        """One message of ``provider`` with ``outcome`` (the labelled child is looked up once)."""
+        child = self._outcomes.get((provider, outcome))
+        if child is None:
+            child = self._outcomes[(provider, outcome)] = self.messages.labels(provider, outcome)
+        child.inc()
 
 
 async def store_blobs(normalized: Normalized, store: BlobStore) -> InboundMessage:
@@ -164,16 +172,16 @@ class EmailIngestor:
             )
         except BlobStoreError:
             if self.metrics is not None:
-                self.metrics.messages.labels(provider, "blob_store_unavailable").inc()
+                self.metrics.count(provider, "blob_store_unavailable")
             raise
         try:
             await self.publisher.publish(record)
         except Exception:
             if self.metrics is not None:
-                self.metrics.messages.labels(provider, "broker_unavailable").inc()
+                self.metrics.count(provider, "broker_unavailable")
             raise
         if self.metrics is not None:
-            self.metrics.messages.labels(provider, "published").inc()
+            self.metrics.count(provider, "published")
         log.info(
             "inbound email published",
             tenant=record.tenant_id,

@@ -435,10 +435,22 @@ _QUOTE_HINTS = (
 )
 
 
+_LINE_HINTS_RE = re.compile("\n(?:" + "|".join(re.escape(h[1:]) for h in _QUOTE_HINTS if h.startswith("\n")) + ")")
+_OTHER_HINTS = tuple(h for h in _QUOTE_HINTS if not h.startswith("\n"))
+_OTHER_ASCII_HINTS = tuple(h for h in _OTHER_HINTS if h.isascii())  # all an ASCII text can hold
+
+
 def _hints(text: str) -> tuple[int, int]:
     """Cheap prefilter (substring scans in C): where the first and the last quote, reply
-    header or signature marker could start, or (-1, -1) when the text holds none."""
+    header or signature marker could start, or (-1, -1) when the text holds none.
+
+    The markers that start a line are looked for in one pass (a regex whose literal
+    ``\n`` prefix the engine skips to), the others by substring scans; only a text that
+    holds one pays for locating each marker."""
     low = "\n" + text.lower()
+    others = _OTHER_ASCII_HINTS if low.isascii() else _OTHER_HINTS
+    if _LINE_HINTS_RE.search(low) is None and not any(hint in low for hint in others):
+        return -1, -1
     found = [i for i in (low.find(hint) for hint in _QUOTE_HINTS) if i >= 0]
     if not found:
         return -1, -1
@@ -729,12 +741,21 @@ def normalize_message(
     return Normalized(record, tuple(pending), _author(parsed))
 
 
+_ADDR = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+"
+_ONE_ADDRESS_RE = re.compile(rf"""[ \t]*(?:(?:"[^"\\\r\n<>,;:@]*"|[A-Za-z0-9 ._'-]*)[ \t]*<{_ADDR}>|{_ADDR})[ \t]*""")
+"""A From value that plainly names one address (``Name <a@b>``, ``"Name" <a@b>``, ``a@b``):
+it needs no full address-list parse to be counted."""
+
+
 def _author(parsed: _Parsed) -> str | None:
     """The From address when there is exactly one From header naming exactly one address."""
     headers = parsed.headers.get("from", ())
     if len(parsed.from_) != 1 or len(headers) != 1:
         return None  # the fast parser keeps only the first address: count them in the header
-    if len([a for _, a in email.utils.getaddresses([headers[0]]) if a]) != 1:
+    if (
+        not _ONE_ADDRESS_RE.fullmatch(headers[0])
+        and len([a for _, a in email.utils.getaddresses([headers[0]]) if a]) != 1
+    ):
         return None
     return parsed.from_[0][1].strip() or None
 

@@ -21,7 +21,6 @@ import base64
 import binascii
 import json
 import re
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -29,11 +28,12 @@ from email.policy import SMTP as SMTP_POLICY
 from typing import Any
 
 import aiohttp
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from switchboard.common.logging import get_logger
 
 from .blobs import BlobStoreError
+from .forms import Form, FormError, read_form
 from .ingest import EmailIngestor
 from .provider_verdicts import mailgun_verdict, postmark_verdict, sendgrid_verdict
 from .publish import PublishError
@@ -170,40 +170,18 @@ class InboundWebhooks:
         if _media_type(request) not in allowed:
             raise _Refused(415, "unsupported_media_type", f"expected {' or '.join(allowed)}")
 
-    async def _form(self, request: web.Request) -> _Form:
-        """The form's fields as raw bytes (never decoded here: providers post non-UTF-8 text),
-        read with the body-size cap applied as it streams in."""
+    async def _form(self, request: web.Request) -> Form:
+        """The form's fields as raw bytes, read with the body-size cap applied as it streams in."""
         if request.content_length is not None and request.content_length > self.max_body_bytes:
             raise _Refused(413, "too_large", f"request body is over {self.max_body_bytes} bytes")
-        form = _Form()
         try:
-            if _media_type(request) == "application/x-www-form-urlencoded":
-                body = await self._check_size(request).read()
-                for name, value in urllib.parse.parse_qsl(body.decode("latin-1"), keep_blank_values=True):
-                    form.fields[name] = value.encode("latin-1")
-                return form
-            reader = await request.multipart()
-            total = 0
-            async for part in reader:
-                if not isinstance(part, BodyPartReader):
-                    raise _Refused(400, "malformed_form", "nested multipart in a form field")
-                chunks: list[bytes] = []
-                while chunk := await part.read_chunk(65536):
-                    total += len(chunk)
-                    if total > self.max_body_bytes:
-                        raise _Refused(413, "too_large", f"request body is over {self.max_body_bytes} bytes")
-                    chunks.append(chunk)
-                data = part.decode(b"".join(chunks))
-                if part.filename is not None:
-                    ctype = part.headers.get("Content-Type", "application/octet-stream")
-                    form.files.append((part.name or "", part.filename or None, ctype, data))
-                elif part.name:
-                    form.fields[part.name] = data
-        except web.HTTPRequestEntityTooLarge:
-            raise _Refused(413, "too_large", f"request body is over {self.max_body_bytes} bytes") from None
-        except (ValueError, AssertionError, aiohttp.ClientPayloadError) as exc:
+            return await read_form(
+                request.headers.get("Content-Type", ""), request.content.iter_any(), self.max_body_bytes
+            )
+        except FormError as exc:
+            raise _Refused(exc.status, exc.code, exc.detail) from None
+        except aiohttp.ClientPayloadError as exc:  # the client broke off mid-body
             raise _Refused(400, "malformed_form", f"form data could not be read: {type(exc).__name__}") from None
-        return form
 
     async def _publish(
         self,
@@ -412,23 +390,6 @@ WEBHOOKS = web.AppKey("ingest_email_webhooks", InboundWebhooks)
 
 def _media_type(request: web.Request) -> str:
     return request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
-
-
-class _Form:
-    """A posted form: fields as raw bytes, files as (field, filename, content type, bytes)."""
-
-    def __init__(self) -> None:
-        self.fields: dict[str, bytes] = {}
-        self.files: list[tuple[str, str | None, str, bytes]] = []
-
-    def text(self, name: str, charset: str | None = None) -> str | None:
-        value = self.fields.get(name)
-        if not value:
-            return None
-        try:
-            return value.decode(charset or "utf-8", "replace")
-        except LookupError:  # an unknown charset label
-            return value.decode("utf-8", "replace")
 
 
 def _str(value: object) -> str | None:
