@@ -29,12 +29,17 @@ __all__ = ["rules_file"]  # the fixture, shared with the broker tests
 pytestmark = pytest.mark.broker
 
 
+@pytest.mark.parametrize(
+    ("outbox_max_bytes", "outboxes_per_step"),
+    [(512 * 1024, 1), (1024, 2)],  # 1 KiB: a dispatch and its log entry go to two outbox records
+    ids=["one-outbox", "split-outbox"],
+)
 async def test_crash_between_changelog_and_dispatches_resends_the_outbox(
-    kafka_settings: KafkaSettings, topic_prefix: str, rules_file: Path
+    kafka_settings: KafkaSettings, topic_prefix: str, rules_file: Path, outbox_max_bytes: int, outboxes_per_step: int
 ) -> None:
     topics = Topics(topic_prefix)
     await ensure_topics(kafka_settings, topics)
-    settings = settings_for(kafka_settings, topic_prefix, rules_file)
+    settings = settings_for(kafka_settings, topic_prefix, rules_file, outbox_max_bytes=outbox_max_bytes)
     async with router(settings) as (app, _url), RecordProducer(kafka_settings) as producer:
         service = app[ROUTER]
         router_producer = app[KAFKA].producer
@@ -53,7 +58,10 @@ async def test_crash_between_changelog_and_dispatches_resends_the_outbox(
         await producer.send(topics.inbound, inbound(2, text="invoice"))
         dispatched = await records(kafka_settings.bootstrap, topics.dispatch, 2, Dispatch)
         await eventually(
-            lambda: (app[REGISTRY].get_sample_value("switchboard_router_outboxes_resent_total") or 0) >= 1, timeout=30
+            lambda: (
+                (app[REGISTRY].get_sample_value("switchboard_router_outboxes_resent_total") or 0) >= outboxes_per_step
+            ),
+            timeout=30,
         )
         assert failures == [topics.dispatch]
         await eventually(lambda: service.restored.is_set(), timeout=30)

@@ -78,6 +78,7 @@ def build_app(
         explanations=Explanations(settings.explanations_kept),
         client_id=f"{settings.service_name}",
         restore_fetch_max_bytes=settings.restore_fetch_max_bytes,
+        outbox_max_bytes=settings.outbox_max_bytes,
         wall_clock=wall_clock or (lambda: datetime.now(UTC)),
     )
     metrics.watch(lambda: service.engine, app[REGISTRY])

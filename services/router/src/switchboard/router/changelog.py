@@ -39,7 +39,7 @@ from switchboard.common.logging import get_logger
 from switchboard.common.settings import KafkaSettings
 from switchboard.router.snapshot import AgentRecord, ContactRecord, ConversationRecord, decode_state
 
-__all__ = ["Outbox", "PartitionState", "outbox_key", "position_key", "read_partitions"]
+__all__ = ["OUTBOX_MAX_BYTES", "Outbox", "PartitionState", "outbox_key", "position_key", "read_partitions"]
 
 log = get_logger(__name__)
 
@@ -61,9 +61,17 @@ def position_key(partition: int) -> bytes:
     return f"{POSITION_PREFIX}{partition}".encode()
 
 
+OUTBOX_MAX_BYTES = 512 * 1024
+"""An outbox record's size at most (its records' bytes, JSON-escaped). A broker's
+``message.max.bytes`` and the producer's ``max_request_size`` are 1 MiB by default; one
+step can hold far more output than that (a batch of 500 messages, a rules reload that
+re-routes thousands of queued conversations, the timers of a long outage), so a step's
+output is written as as many outbox records as it needs."""
+
+
 @dataclass
 class Outbox:
-    """The output of one processing step, as encoded records."""
+    """The output of one processing step (or of a part of one), as encoded records."""
 
     dispatches: list[bytes] = field(default_factory=list)
     log: list[bytes] = field(default_factory=list)
@@ -76,6 +84,30 @@ class Outbox:
             log=[encode(e) for e in entries],
             tenants=[d.tenant_id for d in dispatches] + [e.tenant_id for e in entries],
         )
+
+    @classmethod
+    def split(
+        cls, dispatches: Sequence[Dispatch], entries: Sequence[RoutingLogEntry], max_bytes: int = OUTBOX_MAX_BYTES
+    ) -> list[Outbox]:
+        """The step's output as outboxes of at most about ``max_bytes`` each, in order:
+        sent (and resent) one after the other, they keep every conversation's order. A
+        record larger than ``max_bytes`` alone gets an outbox of its own."""
+        parts: list[Outbox] = []
+        current, size = cls(), 0
+        for kind, records in ((0, dispatches), (1, entries)):
+            for record in records:
+                raw = encode(record)
+                # as a JSON string in the outbox: every quote and backslash gains an escape
+                cost = len(raw) + raw.count(b'"') + raw.count(b"\\") + 4
+                if size + cost > max_bytes and (current.dispatches or current.log):
+                    parts.append(current)
+                    current, size = cls(), 0
+                (current.dispatches if kind == 0 else current.log).append(raw)
+                current.tenants.append(record.tenant_id)
+                size += cost
+        if current.dispatches or current.log:
+            parts.append(current)
+        return parts
 
     def encode(self) -> bytes:
         return orjson.dumps(

@@ -46,6 +46,7 @@ from switchboard.common.logging import get_logger
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.topics import Topics
 from switchboard.router.changelog import (
+    OUTBOX_MAX_BYTES,
     Outbox,
     PartitionState,
     encode_position,
@@ -129,6 +130,7 @@ class RouterService:
         explanations: Explanations,
         client_id: str = "router",
         restore_fetch_max_bytes: int = 16 * 1024**2,
+        outbox_max_bytes: int = OUTBOX_MAX_BYTES,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.engine = RouterEngine(rules, self.clock)
@@ -140,6 +142,7 @@ class RouterService:
         self.explanations = explanations
         self.client_id = client_id
         self.restore_fetch_max_bytes = restore_fetch_max_bytes
+        self.outbox_max_bytes = outbox_max_bytes
         self.inputs = (topics.inbound, topics.agent_events, topics.delivery)
         self.loop: ConsumerLoop | None = None
         self.owned: set[int] = set()
@@ -256,9 +259,8 @@ class RouterService:
         try:
             # 1. The changelog: outbox first, entities, then the input position.
             for partition, step in steps.items():
-                if step.dispatches or step.log:
+                for outbox in Outbox.split(step.dispatches, step.log, self.outbox_max_bytes):
                     key = outbox_key(partition, new_id())
-                    outbox = Outbox.of(step.dispatches, step.log)
                     await self.producer.send_raw_soon(state_topic, key, outbox.encode(), partition=partition)
                     outboxes.append((partition, key))
                     encoded.append(outbox)

@@ -33,6 +33,13 @@ class RouterSettings(ServiceSettings):
         default=20_000, ge=100, description="Conversations whose recent routing-log entries are kept for the API"
     )
     restore_fetch_max_bytes: int = Field(default=16 * 1024**2, ge=1024**2)
+    outbox_max_bytes: int = Field(
+        default=512 * 1024,
+        ge=1024,
+        le=16 * 1024**2,
+        description="Largest outbox record in the changelog; a step's output is split into as many as it needs. "
+        "Keep it well under the broker's message.max.bytes and the producer's max_request_size (1 MiB each by default)",
+    )
 
     def base_url(self) -> str:
         if self.advertised_url:
