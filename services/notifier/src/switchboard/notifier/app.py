@@ -140,13 +140,18 @@ class _CountingProducer:
         self._app = app
         self._delivery_topic = delivery_topic
         self._counter = counter
+        self._children: dict[tuple[str, str], Counter] = {}  # labels() looked up once per pair
 
     async def send_many(self, items: Iterable[tuple[str, Record]]) -> list[RecordMetadata]:
         batch = list(items)
         written = await self._app[KAFKA].producer.send_many(batch)
         for topic, record in batch:
             if topic == self._delivery_topic and isinstance(record, DeliveryResult):
-                self._counter.labels(record.endpoint.kind.value, record.status.value).inc()
+                labels = (record.endpoint.kind.value, record.status.value)
+                child = self._children.get(labels)
+                if child is None:
+                    child = self._children[labels] = self._counter.labels(*labels)
+                child.inc()
         return written
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from switchboard.common.events import DeliveryEndpoint, DeliveryResult, DeliveryStatus, Dispatch
 from switchboard.common.logging import get_logger
 from switchboard.notifier.breaker import BreakerState, CircuitBreaker
-from switchboard.notifier.idempotency import DeliveredStore, endpoint_key
+from switchboard.notifier.idempotency import DeliveredStore, StoreKey
 from switchboard.notifier.ordering import KeyedSerializer
 from switchboard.notifier.outcome import DeliveryOutcome
 from switchboard.notifier.ratelimit import RateLimiter
@@ -70,40 +70,45 @@ class Deliverer:
         return list(await asyncio.gather(*(self._one(dispatch, ep) for ep in dispatch.endpoints)))
 
     async def _one(self, dispatch: Dispatch, endpoint: DeliveryEndpoint) -> EndpointReport:
-        key = (dispatch.tenant_id, dispatch.dispatch_id, endpoint_key(endpoint))
-        return await self._in_flight.run(key, lambda: self._one_now(dispatch, endpoint))
+        key = self.store.key(dispatch.tenant_id, dispatch.dispatch_id, endpoint)
+        return await self._in_flight.run(key, lambda: self._one_now(dispatch, endpoint, key))
 
-    async def _one_now(self, dispatch: Dispatch, endpoint: DeliveryEndpoint) -> EndpointReport:
-        if self.store.is_delivered(dispatch.tenant_id, dispatch.dispatch_id, endpoint):
-            ref = self.store.external_ref(dispatch.tenant_id, dispatch.dispatch_id, endpoint)
-            if self.store.is_confirmed(dispatch.tenant_id, dispatch.dispatch_id, endpoint):
-                return self._report(dispatch, endpoint, DeliveryStatus.DUPLICATE, 0, None, ref)
-            # Sent before, but its result never reached delivery.v1: report it (without resending).
-            return self._report(dispatch, endpoint, DeliveryStatus.DELIVERED, 0, None, ref)
+    async def _one_now(self, dispatch: Dispatch, endpoint: DeliveryEndpoint, key: StoreKey) -> EndpointReport:
+        delivered = self.store.lookup(key)
+        if delivered is not None:
+            ref, confirmed = delivered
+            # Confirmed: a duplicate. Otherwise it was sent before but its result never reached
+            # delivery.v1: report it as delivered (without resending).
+            status = DeliveryStatus.DUPLICATE if confirmed else DeliveryStatus.DELIVERED
+            return self._report(dispatch, endpoint, status, 0, None, ref)
         sink = self.sinks.get(endpoint.kind)
         if sink is None:
             error = f"no sink is registered for endpoint kind {endpoint.kind.value!r}"
             return self._report(dispatch, endpoint, DeliveryStatus.FAILED, 0, error, None)
         target = sink.target_key(endpoint)
         try:
-            attempted = await retrying(self.retry, lambda: self._attempt(sink, target, dispatch, endpoint), self._sleep)
-            outcome, attempts = attempted.outcome, attempted.attempts
+            # The first try directly (most deliveries need no other); retries under the policy.
+            outcome, attempts = await self._attempt(sink, target, dispatch, endpoint, key), 1
+            if not self.retry.gives_up(1, outcome):
+                attempted = await retrying(
+                    self.retry, lambda: self._attempt(sink, target, dispatch, endpoint, key), self._sleep, first=outcome
+                )
+                outcome, attempts = attempted.outcome, attempted.attempts
         except Exception as exc:  # a sink bug must not lose the dispatch: report it as failed
             log.exception("sink raised", kind=endpoint.kind.value, dispatch_id=dispatch.dispatch_id)
             outcome, attempts = DeliveryOutcome.failed(f"sink error: {type(exc).__name__}"), 1
         if outcome.ok:
-            self.store.mark(dispatch.tenant_id, dispatch.dispatch_id, endpoint, outcome.external_ref)
+            self.store.mark_key(key, outcome.external_ref)
             return self._report(dispatch, endpoint, DeliveryStatus.DELIVERED, attempts, None, outcome.external_ref)
         return self._report(dispatch, endpoint, DeliveryStatus.FAILED, attempts, outcome.error, None)
 
     async def _attempt(
-        self, sink: Sink, target: str, dispatch: Dispatch, endpoint: DeliveryEndpoint
+        self, sink: Sink, target: str, dispatch: Dispatch, endpoint: DeliveryEndpoint, key: StoreKey
     ) -> DeliveryOutcome:
         # A repeat of a dispatch already delivered meanwhile (by a concurrent redelivery) is not sent.
-        if self.store.is_delivered(dispatch.tenant_id, dispatch.dispatch_id, endpoint):
-            return DeliveryOutcome.delivered(
-                self.store.external_ref(dispatch.tenant_id, dispatch.dispatch_id, endpoint)
-            )
+        delivered = self.store.lookup(key)
+        if delivered is not None:
+            return DeliveryOutcome.delivered(delivered[0])
         probe = self.breaker.state(target) is BreakerState.HALF_OPEN
         if not self.breaker.allow(target):
             # Fail fast: an open circuit does not hold the partition for its whole cool-down.

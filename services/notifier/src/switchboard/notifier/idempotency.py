@@ -11,9 +11,12 @@ from collections import OrderedDict
 
 from switchboard.common.events import DeliveryEndpoint, DeliveryResult, DeliveryStatus
 
+StoreKey = tuple[str, str, str]
+"""(tenant id, dispatch id, endpoint key)."""
+
 
 def endpoint_key(endpoint: DeliveryEndpoint) -> str:
-    return f"{endpoint.kind.value}:{endpoint.target}"
+    return f"{endpoint.kind}:{endpoint.target}"  # a StrEnum formats as its value
 
 
 class DeliveredStore:
@@ -26,22 +29,27 @@ class DeliveredStore:
     """
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
-        self._delivered: OrderedDict[tuple[str, str, str], tuple[str | None, bool]] = OrderedDict()
+        self._delivered: OrderedDict[StoreKey, tuple[str | None, bool]] = OrderedDict()
         self._max = max_entries
 
     @staticmethod
-    def _key(tenant_id: str, dispatch_id: str, endpoint: DeliveryEndpoint) -> tuple[str, str, str]:
+    def key(tenant_id: str, dispatch_id: str, endpoint: DeliveryEndpoint) -> StoreKey:
+        """The store's key of a pair; compute it once per delivery and use ``lookup`` and ``mark_key``."""
         return tenant_id, dispatch_id, endpoint_key(endpoint)
 
+    def lookup(self, key: StoreKey) -> tuple[str | None, bool] | None:
+        """``(external_ref, confirmed)`` of a delivered pair, None when it was not delivered."""
+        return self._delivered.get(key)
+
     def is_delivered(self, tenant_id: str, dispatch_id: str, endpoint: DeliveryEndpoint) -> bool:
-        return self._key(tenant_id, dispatch_id, endpoint) in self._delivered
+        return self.key(tenant_id, dispatch_id, endpoint) in self._delivered
 
     def is_confirmed(self, tenant_id: str, dispatch_id: str, endpoint: DeliveryEndpoint) -> bool:
-        entry = self._delivered.get(self._key(tenant_id, dispatch_id, endpoint))
+        entry = self._delivered.get(self.key(tenant_id, dispatch_id, endpoint))
         return entry is not None and entry[1]
 
     def external_ref(self, tenant_id: str, dispatch_id: str, endpoint: DeliveryEndpoint) -> str | None:
-        entry = self._delivered.get(self._key(tenant_id, dispatch_id, endpoint))
+        entry = self._delivered.get(self.key(tenant_id, dispatch_id, endpoint))
         return entry[0] if entry else None
 
     def mark(
@@ -53,11 +61,17 @@ class DeliveredStore:
         *,
         confirmed: bool = False,
     ) -> None:
-        key = self._key(tenant_id, dispatch_id, endpoint)
+        self.mark_key(self.key(tenant_id, dispatch_id, endpoint), external_ref, confirmed=confirmed)
+
+    def mark_key(self, key: StoreKey, external_ref: str | None = None, *, confirmed: bool = False) -> None:
         previous = self._delivered.get(key)
-        confirmed = confirmed or (previous is not None and previous[1])
-        self._delivered[key] = (external_ref if external_ref is not None else (previous or (None,))[0], confirmed)
-        self._delivered.move_to_end(key)
+        if previous is not None:
+            confirmed = confirmed or previous[1]
+            if external_ref is None:
+                external_ref = previous[0]
+        self._delivered[key] = (external_ref, confirmed)
+        if previous is not None:  # a new key is already the newest
+            self._delivered.move_to_end(key)
         while len(self._delivered) > self._max:
             self._delivered.popitem(last=False)
 

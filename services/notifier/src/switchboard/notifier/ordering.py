@@ -4,6 +4,7 @@ items with different keys run concurrently."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import TypeVar
 
@@ -12,30 +13,48 @@ R = TypeVar("R")
 
 
 class KeyedSerializer:
-    """``await run(key, fn)``: ``fn`` starts only after every earlier call with ``key`` finished."""
+    """``await run(key, fn)``: ``fn`` starts only after every earlier call with ``key`` finished.
+
+    A key that is free costs no future: one is made only for a call that has to wait, and the
+    call finishing hands the key to the oldest waiter (first come, first served). A waiter
+    cancelled before its turn leaves the queue; one cancelled just as its turn came passes the
+    turn on.
+    """
 
     def __init__(self) -> None:
-        self._tails: dict[Hashable, asyncio.Future[None]] = {}
+        self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}  # busy keys -> their waiters
 
     async def run(self, key: Hashable, fn: Callable[[], Awaitable[R]]) -> R:
-        loop = asyncio.get_running_loop()
-        previous = self._tails.get(key)
-        mine: asyncio.Future[None] = loop.create_future()
-        self._tails[key] = mine
+        queue = self._waiting.get(key)
+        if queue is None:
+            self._waiting[key] = deque()
+        else:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            queue.append(turn)
+            try:
+                await turn
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self._hand_on(key)  # the turn came, but this call will not use it
+                elif turn in queue:
+                    queue.remove(turn)
+                raise
         try:
-            if previous is not None:
-                await asyncio.shield(previous)
             return await fn()
         finally:
-            if previous is not None and not previous.done():  # cancelled while waiting: keep the chain
-                previous.add_done_callback(lambda _f: mine.set_result(None))
-            else:
-                mine.set_result(None)
-            if self._tails.get(key) is mine:
-                del self._tails[key]
+            self._hand_on(key)
+
+    def _hand_on(self, key: Hashable) -> None:
+        queue = self._waiting[key]
+        while queue:
+            turn = queue.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._waiting[key]
 
     def __len__(self) -> int:
-        return len(self._tails)
+        return len(self._waiting)
 
 
 async def run_ordered(items: Sequence[T], key: Callable[[T], Hashable], fn: Callable[[T], Awaitable[R]]) -> list[R]:

@@ -24,6 +24,8 @@ class DeliveryOutcome:
 
     @classmethod
     def delivered(cls, external_ref: str | None = None) -> DeliveryOutcome:
+        if external_ref is None:
+            return _DELIVERED  # immutable, so one instance serves every plain delivery
         return cls(OutcomeKind.DELIVERED, external_ref=external_ref)
 
     @classmethod
@@ -41,6 +43,9 @@ class DeliveryOutcome:
     @property
     def retryable(self) -> bool:
         return self.kind is OutcomeKind.RETRY
+
+
+_DELIVERED = DeliveryOutcome(OutcomeKind.DELIVERED)
 
 
 def outcome_for_http_status(status: int, retry_after: str | None, what: str) -> DeliveryOutcome:

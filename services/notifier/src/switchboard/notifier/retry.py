@@ -60,13 +60,21 @@ class Attempted:
     attempts: int
 
 
-async def retrying(policy: RetryPolicy, attempt: Callable[[], Awaitable[DeliveryOutcome]], sleep: Sleep) -> Attempted:
+async def retrying(
+    policy: RetryPolicy,
+    attempt: Callable[[], Awaitable[DeliveryOutcome]],
+    sleep: Sleep,
+    *,
+    first: DeliveryOutcome | None = None,
+) -> Attempted:
     """Call ``attempt`` until it delivers, fails for good, or the policy gives up.
 
     The first try is a plain call (the common case costs nothing extra); the retries after
-    it run under tenacity with the policy's stop and wait decisions.
+    it run under tenacity with the policy's stop and wait decisions. A caller that made the
+    first try itself passes its outcome as ``first``.
     """
-    first = await attempt()
+    if first is None:
+        first = await attempt()
     if policy.gives_up(1, first):
         return Attempted(first, 1)
     await sleep(policy.delay(1, first))

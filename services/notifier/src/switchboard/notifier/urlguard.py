@@ -4,12 +4,16 @@
 host resolves to). :class:`GuardedResolver` applies the same address rule inside the HTTP
 client's connector, so a name that re-resolves to a private address between the check
 and the connection (DNS rebinding) is refused too.
+
+:class:`UrlChecker` is the check as the sinks run it before every send: the same decisions,
+remembered (see there for why that stays safe).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -104,6 +108,95 @@ async def system_resolve(host: str, port: int) -> list[str]:
     finally:
         await resolver.close()
     return [r["host"] for r in results]
+
+
+@dataclass(frozen=True, slots=True)
+class _UrlDecision:
+    """What :meth:`UrlPolicy.check` decides from the URL alone."""
+
+    url: URL | None
+    refused: str | None = None
+    name: str | None = None
+    """The host name still to resolve; None when the host is an IP literal (fully decided)."""
+    port: int = 0
+
+
+class UrlChecker:
+    """:meth:`UrlPolicy.check` for the send path, with its decisions remembered.
+
+    - Scheme, host allow-list, credentials and, for an IP-literal host, its address depend
+      on the URL string alone (the policy is immutable), so the decision, refusals
+      included, is remembered per URL (at most ``max_entries``; the memory is dropped
+      whole when full).
+    - A host *name* is resolved and its addresses checked at most once per ``ttl`` seconds
+      per (name, port); only an allowed resolution is remembered, a refusal is looked up
+      again next time. The default TTL is that of aiohttp's own DNS cache, so this never
+      trusts a resolution longer than the connection pool does. The address rule that
+      binds is the connector's :class:`GuardedResolver`, which checks every resolution
+      the connection actually uses; this pre-check gives a clear, early refusal.
+    """
+
+    def __init__(
+        self,
+        policy: UrlPolicy,
+        *,
+        resolve: Resolve | None = None,
+        ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 10_000,
+    ) -> None:
+        if ttl < 0 or max_entries < 1:
+            raise ValueError("a URL checker needs ttl >= 0 and max_entries >= 1")
+        self.policy = policy
+        self._resolve = resolve
+        self._ttl = ttl
+        self._clock = clock
+        self._max = max_entries
+        self._urls: dict[str, _UrlDecision] = {}
+        self._names: dict[tuple[str, int], float] = {}  # (name, port) -> when its allowed resolution expires
+
+    async def check(self, url: str) -> URL:
+        """As :meth:`UrlPolicy.check`: the parsed URL, or :class:`UrlRefused` with the reason."""
+        decision = self._urls.get(url)
+        if decision is None:
+            decision = self._decide(url)
+            if len(self._urls) >= self._max:
+                self._urls.clear()
+            self._urls[url] = decision
+        if decision.refused is not None:
+            raise UrlRefused(decision.refused)
+        assert decision.url is not None
+        if decision.name is not None:
+            await self._check_name(decision.name, decision.port)
+        return decision.url
+
+    def _decide(self, url: str) -> _UrlDecision:
+        try:
+            parsed = self.policy.check_url(url)
+        except UrlRefused as exc:
+            return _UrlDecision(None, str(exc))
+        host = parsed.raw_host
+        assert host is not None
+        try:
+            literal = str(ipaddress.ip_address(host.strip("[]")))
+        except ValueError:
+            return _UrlDecision(parsed, name=host, port=parsed.port or 0)
+        try:
+            self.policy.check_addresses(host, [literal])
+        except UrlRefused as exc:
+            return _UrlDecision(None, str(exc))
+        return _UrlDecision(parsed)
+
+    async def _check_name(self, name: str, port: int) -> None:
+        key = (name, port)
+        expires = self._names.get(key)
+        if expires is not None and self._clock() < expires:
+            return
+        addresses = await (self._resolve or system_resolve)(name, port)
+        self.policy.check_addresses(name, addresses)  # raises UrlRefused; a refusal is not remembered
+        if len(self._names) >= self._max:
+            self._names.clear()
+        self._names[key] = self._clock() + self._ttl
 
 
 class GuardedResolver(AbstractResolver):

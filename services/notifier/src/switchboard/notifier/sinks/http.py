@@ -7,32 +7,31 @@ from collections.abc import Mapping
 import aiohttp
 
 from switchboard.notifier.outcome import DeliveryOutcome, outcome_for_http_status
-from switchboard.notifier.urlguard import UrlPolicy, UrlRefused
+from switchboard.notifier.urlguard import UrlChecker, UrlRefused
+
+JSON_CONTENT = "application/json"
 
 
 async def post_json(
     session: aiohttp.ClientSession,
-    policy: UrlPolicy,
+    guard: UrlChecker,
     url: str,
     body: bytes,
     headers: Mapping[str, str],
     *,
     what: str,
-    timeout: float = 10.0,
+    timeout: aiohttp.ClientTimeout,
 ) -> DeliveryOutcome:
-    """POST ``body`` to ``url`` if the policy allows it; never follows redirects."""
+    """POST ``body`` to ``url`` if the guard allows it; never follows redirects.
+
+    ``headers`` should carry ``Content-Type`` (the caller builds the dict once per send).
+    """
     try:
-        await policy.check(url)
+        await guard.check(url)
     except UrlRefused as exc:
         return DeliveryOutcome.failed(f"{what} URL refused: {exc}")
     try:
-        async with session.post(
-            url,
-            data=body,
-            headers={"Content-Type": "application/json", **headers},
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as response:
+        async with session.post(url, data=body, headers=headers, allow_redirects=False, timeout=timeout) as response:
             await response.read()
             return outcome_for_http_status(response.status, response.headers.get("Retry-After"), what)
     except aiohttp.ClientConnectorDNSError as exc:

@@ -16,8 +16,8 @@ from switchboard.common.events import DeliveryEndpoint, Dispatch, EndpointKind
 from switchboard.notifier.outcome import DeliveryOutcome
 from switchboard.notifier.render import clean_multiline, facts, headline, truncate
 from switchboard.notifier.sink import BaseSink
-from switchboard.notifier.sinks.http import post_json
-from switchboard.notifier.urlguard import UrlPolicy
+from switchboard.notifier.sinks.http import JSON_CONTENT, post_json
+from switchboard.notifier.urlguard import UrlChecker, UrlPolicy
 
 MAX_CARD_BYTES = 27_000
 """Safely under Teams' ~28 KB message limit, leaving room for the envelope Teams adds."""
@@ -75,8 +75,8 @@ class TeamsSink(BaseSink):
 
     def __init__(self, session: aiohttp.ClientSession, policy: UrlPolicy, *, timeout: float = 10.0) -> None:
         self._session = session
-        self._policy = policy
-        self._timeout = timeout
+        self._guard = UrlChecker(policy)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def deliver(self, dispatch: Dispatch, endpoint: DeliveryEndpoint) -> DeliveryOutcome:
         try:
@@ -85,10 +85,10 @@ class TeamsSink(BaseSink):
             return DeliveryOutcome.failed(str(exc))
         return await post_json(
             self._session,
-            self._policy,
+            self._guard,
             endpoint.target,
             body,
-            {"Idempotency-Key": dispatch.dispatch_id},
+            {"Content-Type": JSON_CONTENT, "Idempotency-Key": dispatch.dispatch_id},
             what="teams",
             timeout=self._timeout,
         )
