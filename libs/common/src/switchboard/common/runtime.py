@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from switchboard.common.events import RecordCodec
+from switchboard.common.gc_tuning import tune_gc
 from switchboard.common.kafka.consumer import (
     BatchCallback,
     ConcurrencyKey,
@@ -216,6 +217,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    tune_gc(app, settings.gc_gen0_threshold)
     return app
 
 

@@ -79,6 +79,12 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = Field(
         default=3, ge=1, description="Tries of a failing record before it goes to the dead-letter topic"
     )
+    gc_gen0_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description="Garbage collector's first-generation threshold once the service has started (the startup heap "
+        "is frozen then); 0 leaves Python's default (700). See switchboard.common.gc_tuning",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
     @field_validator("log_level", mode="before")

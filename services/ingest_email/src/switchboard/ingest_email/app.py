@@ -12,7 +12,6 @@ from switchboard.common.logging import get_logger
 from switchboard.common.runtime import REGISTRY, TOPICS, add_kafka, create_app
 
 from .blobs import BlobStore, LocalDirectoryBlobStore
-from .gc_tuning import tune_gc
 from .imap import ImapPoller
 from .ingest import EmailIngestor, IngestMetrics
 from .publish import ProducerPublisher, Publisher
@@ -136,7 +135,6 @@ def build_app(
         app.cleanup_ctx.append(imap_ctx)
     if not len(recipients):
         log.warning("no recipients configured: SMTP refuses every recipient")
-    tune_gc(app, settings.gc_gen0_threshold)  # last: runs once every way in has started
     app[INGEST_EMAIL] = IngestEmail(
         settings=settings, ingestor=ingestor, webhooks=webhooks, smtp=listener, imap=pollers
     )

@@ -100,12 +100,6 @@ class IngestEmailSettings(ServiceSettings):
         default_factory=dict, description="tenant -> 'user:password'"
     )
     webhook_max_body_bytes: int = Field(default=36 * 1024 * 1024, ge=1024)
-    gc_gen0_threshold: int = Field(
-        default=10_000,
-        ge=0,
-        description="First-generation threshold of the garbage collector once started (0: leave "
-        "Python's default; see gc_tuning.py)",
-    )
 
     imap_mailboxes: list[ImapMailboxSettings] = Field(default_factory=list)
 
