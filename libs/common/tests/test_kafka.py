@@ -400,3 +400,59 @@ async def test_pipelined_records_in_flight_finish_and_commit_before_a_rebalance_
     assert sorted(seen) == sorted((ack.partition, ack.offset) for ack in acks)  # each once, none lost
     assert {name for name, _, _ in handled} == {"first", "second"}  # the second member did take partitions
     assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 90
+
+
+async def test_send_many_counts_each_topic_apart_and_acknowledges_every_record_in_order(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    registry = new_registry()
+    async with RecordProducer(kafka_settings, metrics=KafkaMetrics(registry)) as producer:
+        items = [(topics.inbound if i % 3 else topics.dlq, sample_inbound(i, tenant="t1")) for i in range(9)]
+        acks = await producer.send_many(iter(items))
+        acks += await producer.send_many([(topics.inbound, sample_inbound(9, tenant="t1"))])
+    assert [a.topic for a in acks] == [t for t, _ in items] + [topics.inbound]
+    inbound_offsets = [a.offset for a in acks if a.topic == topics.inbound]
+    assert inbound_offsets == list(range(inbound_offsets[0], inbound_offsets[0] + 7))  # one tenant: in order, no gap
+    assert registry.get_sample_value("switchboard_produced_records_total", {"topic": topics.inbound}) == 7
+    assert registry.get_sample_value("switchboard_produced_records_total", {"topic": topics.dlq}) == 3
+
+
+async def test_send_many_on_a_stopped_producer_is_broker_unavailable(kafka_settings: KafkaSettings) -> None:
+    producer = RecordProducer(kafka_settings)
+    with pytest.raises(BrokerUnavailable, match="not connected"):
+        await producer.send_many([("any", sample_inbound(0))])
+
+
+async def test_send_many_puts_each_key_on_the_partition_send_gives_it(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    tenants = [f"tenant-{i}" for i in range(24)]
+    async with RecordProducer(kafka_settings) as producer:
+        one_by_one = {
+            t: (await producer.send(topics.inbound, sample_inbound(i, tenant=t))).partition
+            for i, t in enumerate(tenants)
+        }
+        acks = await producer.send_many(
+            (topics.inbound, sample_inbound(100 + i, tenant=t)) for i, t in enumerate(tenants)
+        )
+    assert len(set(one_by_one.values())) > 1  # the keys spread over the partitions
+    assert {t: a.partition for t, a in zip(tenants, acks, strict=True)} == one_by_one
+
+
+async def test_send_many_past_one_batch_keeps_every_record_in_order(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    small = kafka_settings.model_copy(update={"max_batch_size": 16384})
+    await ensure_topics(small, topics)
+    records = [sample_inbound(i, tenant="t1").model_copy(update={"text": f"{i} " + "x" * 1500}) for i in range(40)]
+    async with RecordProducer(small) as producer:
+        acks = await producer.send_many((topics.inbound, r) for r in records)
+    assert len({a.partition for a in acks}) == 1
+    assert [a.offset for a in acks] == list(range(acks[0].offset, acks[0].offset + 40))  # several batches, no gap
+    seen = await consume(small.bootstrap, topics.inbound, count=40)
+    assert [decode(m.value).id for m in seen if m.value is not None] == [r.id for r in records]

@@ -11,6 +11,11 @@ measured in the same run, and their ratio.
   ``inbound.v1`` of a fresh prefix on a real broker, and a 200 only once the broker
   acknowledged the request's record.
 
+The webhook server is set up as the service sets itself up: its producer counts into
+Prometheus metrics, and once started it freezes the startup heap and raises the first GC
+generation's threshold (``--gc-threshold``, the service's
+``SWITCHBOARD_GC_GEN0_THRESHOLD``; 0 keeps Python's default).
+
 The broker is the one of ``--bootstrap host:port``, else an embedded broker started for
 the run; ``--in-memory`` publishes to an in-memory publisher instead (host overhead only).
 ``--profile FILE`` writes a cProfile of the webhook server (read it with ``pstats``).
@@ -43,6 +48,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 from httpload import cpu_seconds, drive, request  # type: ignore[import-not-found]
+
+from switchboard.common.gc_tuning import DEFAULT_GEN0_THRESHOLD
 
 SECRET = b"bench-secret"
 PATH = "/v1/whatsapp/acme"
@@ -98,7 +105,9 @@ def signed_requests(port: int, first: int, count: int) -> list[bytes]:
 # ---------------------------------------------------------------------------------- servers
 
 
-def serve(kind: str, port: int, bootstrap: str | None, profile: str | None, ready: MpEvent) -> None:
+def serve(
+    kind: str, port: int, bootstrap: str | None, profile: str | None, ready: MpEvent, gc_threshold: int = 0
+) -> None:
     async def bare(request: web.Request) -> web.Response:
         await request.read()
         return web.Response(text="ok")
@@ -111,7 +120,7 @@ def serve(kind: str, port: int, bootstrap: str | None, profile: str | None, read
                 app = web.Application()
                 app.router.add_post(PATH, bare)
             else:
-                app = await stack.enter_async_context(webhook_app(bootstrap))
+                app = await stack.enter_async_context(webhook_app(bootstrap, gc_threshold))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
@@ -130,9 +139,10 @@ def serve(kind: str, port: int, bootstrap: str | None, profile: str | None, read
 
 
 @contextlib.asynccontextmanager
-async def webhook_app(bootstrap: str | None) -> AsyncIterator[web.Application]:
+async def webhook_app(bootstrap: str | None, gc_threshold: int) -> AsyncIterator[web.Application]:
     from prometheus_client import CollectorRegistry
 
+    from switchboard.common.gc_tuning import tune_gc
     from switchboard.ingest_social.adapters import WhatsAppAdapter
     from switchboard.ingest_social.sdk import (
         AdapterMetrics,
@@ -147,6 +157,7 @@ async def webhook_app(bootstrap: str | None) -> AsyncIterator[web.Application]:
         publisher: Publisher
         if bootstrap:
             from switchboard.common.kafka.producer import RecordProducer
+            from switchboard.common.metrics import KafkaMetrics
             from switchboard.common.settings import KafkaSettings
             from switchboard.common.topics import Topics, ensure_topics
             from switchboard.ingest_social.kafka_publisher import KafkaPublisher
@@ -154,13 +165,18 @@ async def webhook_app(bootstrap: str | None) -> AsyncIterator[web.Application]:
             settings = KafkaSettings(bootstrap=bootstrap, partitions=1)
             topics = Topics(f"bench-{uuid.uuid4().hex[:8]}.")
             await ensure_topics(settings, topics)
-            producer = await stack.enter_async_context(RecordProducer(settings))
+            # with the metrics the service gives its producer, so their cost is measured too
+            producer = await stack.enter_async_context(
+                RecordProducer(settings, metrics=KafkaMetrics(CollectorRegistry()))
+            )
             publisher = KafkaPublisher(producer, topics.inbound)
         else:
             publisher = RecordingPublisher()
         services = AdapterServices(publisher=publisher, metrics=AdapterMetrics(CollectorRegistry()))
         tenants = {"whatsapp": {"acme": TenantConfig(secrets={"app_secret": SECRET.decode(), "verify_token": "v"})}}
-        yield build_webhook_app([WhatsAppAdapter()], tenants, services)
+        app = build_webhook_app([WhatsAppAdapter()], tenants, services)
+        tune_gc(app, gc_threshold)  # as the service does
+        yield app
 
 
 # ---------------------------------------------------------------------------------- client
@@ -180,7 +196,7 @@ def run(kind: str, args: argparse.Namespace, bootstrap: str | None, profile: str
     port = free_port()
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
-    proc = ctx.Process(target=serve, args=(kind, port, bootstrap, profile, ready), daemon=True)
+    proc = ctx.Process(target=serve, args=(kind, port, bootstrap, profile, ready, args.gc_threshold), daemon=True)
     proc.start()
     try:
         if not ready.wait(60):
@@ -216,6 +232,13 @@ def main() -> None:
         help="an existing broker; default: SWITCHBOARD_KAFKA_BOOTSTRAP, else an embedded one",
     )
     parser.add_argument("--in-memory", action="store_true", help="publish to memory instead of a broker")
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=DEFAULT_GEN0_THRESHOLD,
+        help="the webhook server's first-generation GC threshold after startup, as the service's setting; "
+        "0 keeps Python's default",
+    )
     parser.add_argument("--profile", default=None, help="write a cProfile of the webhook server here")
     parser.add_argument("--json", default=None, help="also write the medians of the rounds here as JSON")
     args = parser.parse_args()

@@ -103,6 +103,17 @@ async def test_a_write_slower_than_the_timeout_is_a_publisher_error() -> None:
     await asyncio.sleep(0)
 
 
+async def test_one_deadline_per_write_answers_every_request_still_waiting() -> None:
+    writer = GatedWriter()  # never released
+    publisher = KafkaPublisher(writer, "t.inbound.v1", timeout=0.05)
+    results = await asyncio.gather(*(publisher.publish(records(1, i)) for i in range(3)), return_exceptions=True)
+    assert len(writer.writes) == 1
+    assert all(isinstance(r, PublisherError) and "in time" in str(r) for r in results)
+    writer.gate.set()
+    await asyncio.sleep(0)
+    assert len(writer.acknowledged) == 3  # the write went on; its late acknowledgement answers nobody
+
+
 async def test_nothing_to_publish_writes_nothing() -> None:
     writer = GatedWriter()
     publisher = KafkaPublisher(writer, "t.inbound.v1")

@@ -36,7 +36,8 @@ class KafkaPublisher:
     """Writes the messages of all requests of one event-loop turn as one batch.
 
     ``max_batch_records`` caps one write; a larger turn is split into several writes, each
-    answering its own requests.
+    answering its own requests. A request still waiting ``timeout`` seconds after its write
+    started gets :class:`PublisherError`.
     """
 
     def __init__(
@@ -66,11 +67,7 @@ class KafkaPublisher:
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._start_writes)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await done
-        except TimeoutError:
-            raise PublisherError(f"broker did not acknowledge {len(records)} records in time") from None
+        await done
 
     def _start_writes(self) -> None:
         """Take every request queued this turn and write their records in batches of at most ``max``."""
@@ -88,11 +85,16 @@ class KafkaPublisher:
             self._spawn(batch)
 
     def _spawn(self, batch: list[_Waiter]) -> None:
-        task = asyncio.get_running_loop().create_task(self._write(batch))
+        loop = asyncio.get_running_loop()
+        # One timer per write rather than one per request: at the deadline every request of the
+        # batch still waiting is answered with PublisherError; the write itself goes on (a late
+        # acknowledgement answers nobody).
+        timer = loop.call_later(self._timeout, _expire, batch)
+        task = loop.create_task(self._write(batch, timer))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _write(self, batch: list[_Waiter]) -> None:
+    async def _write(self, batch: list[_Waiter], timer: asyncio.TimerHandle) -> None:
         topic = self._topic
         try:
             await self._producer.send_many((topic, r) for records, _ in batch for r in records)
@@ -106,9 +108,17 @@ class KafkaPublisher:
                 exc,
             )
             return
+        finally:
+            timer.cancel()
         for _, done in batch:
             if not done.done():  # else its request timed out or was cancelled
                 done.set_result(None)
+
+
+def _expire(batch: list[_Waiter]) -> None:
+    for records, done in batch:
+        if not done.done():
+            done.set_exception(PublisherError(f"broker did not acknowledge {len(records)} records in time"))
 
 
 def _fail(batch: list[_Waiter], reason: str, cause: BaseException) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -49,6 +49,7 @@ class RecordProducer:
         self._producer: AIOKafkaProducer | None = None
         self._pending: set[asyncio.Future[RecordMetadata]] = set()
         self._failed: list[BaseException] = []
+        self._counted: dict[str, Callable[[asyncio.Future[Any]], None]] = {}
 
     @property
     def started(self) -> bool:
@@ -103,8 +104,24 @@ class RecordProducer:
         return await self.send_raw(topic, record.key() if key is None else key, encode(record), headers)
 
     async def send_many(self, items: Iterable[tuple[str, Record]]) -> list[RecordMetadata]:
-        """Write several records in one batch and wait until all are acknowledged."""
-        futures = [await self._enqueue(topic, record.key(), encode(record), None) for topic, record in items]
+        """Write several records in one batch and wait until all are acknowledged.
+
+        The whole batch is enqueued under one ``send_timeout`` (not one timer per record).
+        """
+        producer = self._require()
+        futures: list[asyncio.Future[RecordMetadata]] = []
+        topic = ""
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                for topic, record in items:
+                    future: asyncio.Future[RecordMetadata] = await producer.send(
+                        topic, value=encode(record), key=record.key()
+                    )
+                    self._watch(topic, future)
+                    futures.append(future)
+        except (KafkaError, TimeoutError) as exc:
+            self._count_error(topic)
+            raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
         return await self._await_all(futures)
 
     async def send_raw(
@@ -174,9 +191,17 @@ class RecordProducer:
         except (KafkaError, TimeoutError) as exc:
             self._count_error(topic)
             raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
-        if self._metrics is not None:
-            future.add_done_callback(lambda f: self._count(topic, f))
+        self._watch(topic, future)
         return future
+
+    def _watch(self, topic: str, future: asyncio.Future[RecordMetadata]) -> None:
+        """Count the record's outcome when it settles (one callback per topic, its metric children resolved once)."""
+        if self._metrics is None:
+            return
+        count = self._counted.get(topic)
+        if count is None:
+            count = self._counted[topic] = self._counter(topic)
+        future.add_done_callback(count)
 
     async def _await_all(self, futures: list[asyncio.Future[RecordMetadata]]) -> list[RecordMetadata]:
         try:
@@ -185,12 +210,18 @@ class RecordProducer:
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
 
-    def _count(self, topic: str, future: asyncio.Future[Any]) -> None:
+    def _counter(self, topic: str) -> Callable[[asyncio.Future[Any]], None]:
         assert self._metrics is not None
-        if future.cancelled() or future.exception() is not None:
-            self._metrics.produce_errors.labels(topic).inc()
-        else:
-            self._metrics.produced.labels(topic).inc()
+        produced = self._metrics.produced.labels(topic)
+        errors = self._metrics.produce_errors.labels(topic)
+
+        def count(future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                errors.inc()
+            else:
+                produced.inc()
+
+        return count
 
     def _count_error(self, topic: str) -> None:
         if self._metrics is not None:
