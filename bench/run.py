@@ -64,14 +64,24 @@ def _ms(value: float) -> str:
 
 def ingest_rows(f: Figures, quick: bool) -> list[Row]:
     rps, bare, ratio = f["webhook_rps"], f["bare_rps"], f["ratio"]
+    # issue #4's target is per core: requests per CPU-second of the server process
+    per_cpu, bare_cpu = 1e6 / f["webhook_cpu_us"], 1e6 / f["bare_cpu_us"]
     return [
         Row(
-            "ingest_social: signed webhooks to the broker",
+            "ingest_social: signed webhooks to the broker, per CPU-second of the server",
+            _rate(per_cpu, " req/s"),
+            f"bare aiohttp handler {_rate(bare_cpu, ' req/s')}",
+            f"{per_cpu / bare_cpu:.2f}x",
+            ">= 6,000 req/s and >= 0.70x",
+            per_cpu >= 6000 and per_cpu / bare_cpu >= 0.7,
+        ),
+        Row(
+            "  the same, wall clock",
             _rate(rps, " req/s"),
             f"bare aiohttp handler {_rate(bare, ' req/s')}",
             f"{ratio:.2f}x",
-            ">= 6,000 req/s and >= 0.70x",
-            rps >= 6000 and ratio >= 0.7,
+            "",
+            None,
         ),
         Row(
             f"ingest_social: p99 at {f['connections']} connections",
@@ -156,23 +166,42 @@ def notifier_rows(f: Figures, quick: bool) -> list[Row]:
 
 def email_rows(f: Figures, quick: bool) -> list[Row]:
     rows = []
-    for key, what, target in (
-        ("sendgrid", "ingest_email: SendGrid webhook, 10 KB MIME", 1000),
-        ("mailgun", "ingest_email: Mailgun signed route, 10 KB MIME", 1000),
-        ("smtp", "ingest_email: SMTP, 16 clients", 300),
+    for key, what in (
+        ("sendgrid", "ingest_email: SendGrid webhook, 10 KB MIME"),
+        ("mailgun", "ingest_email: Mailgun signed route, 10 KB MIME"),
     ):
+        # issue #3's webhook target is per core: messages per CPU-second of the service process
+        per_cpu, base_cpu = f[f"{key}_per_cpu_s"], f[f"{key}_baseline_per_cpu_s"]
         full, base = f[f"{key}_per_s"], f[f"{key}_baseline_per_s"]
-        baseline = "accept-only SMTP handler" if key == "smtp" else "read-only handler"
-        rows.append(
+        rows += [
             Row(
-                what,
+                f"{what}, per CPU-second of the service",
+                _rate(per_cpu),
+                f"read-only handler {_rate(base_cpu)}",
+                f"{per_cpu / base_cpu:.2f}x",
+                ">= 1,000/s per core",
+                per_cpu >= 1000,
+            ),
+            Row(
+                "  the same, wall clock",
                 _rate(full),
-                f"{baseline} {_rate(base)}",
+                f"read-only handler {_rate(base)}",
                 f"{full / base:.2f}x",
-                f">= {target:,}/s",
-                full >= target,
-            )
+                "",
+                None,
+            ),
+        ]
+    full, base = f["smtp_per_s"], f["smtp_baseline_per_s"]
+    rows.append(
+        Row(
+            "ingest_email: SMTP, 16 clients",
+            _rate(full),
+            f"accept-only SMTP handler {_rate(base)}",
+            f"{full / base:.2f}x",
+            ">= 300/s",
+            full >= 300,
         )
+    )
     normalize_us = f["normalize_us"]
     rows.append(
         Row(
