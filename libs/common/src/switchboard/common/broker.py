@@ -9,6 +9,7 @@ answered only after the consumer's full ``fetch_max_wait_ms`` (keep it near 10 m
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -49,8 +50,43 @@ def broker_binary() -> Path:
     )
 
 
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LISTEN_PORTS_FROM = 10_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The range outgoing connections take their local ports from (Linux; IANA's elsewhere)."""
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return 49152, 65535
+    return low, high
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port free to listen on now, below the ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` comes from the ephemeral range, which every
+    outgoing connection draws its local port from too: between this call and the listener's
+    bind (or while a service that listened on it is restarted) a client connection may take
+    it, and the bind fails with EADDRINUSE. Below that range only another listener can.
+    Each port is handed out once per process.
+    """
+    low, _ = _ephemeral_range()
+    span = low - _LISTEN_PORTS_FROM
+    for _ in range(200 if span > 1000 else 0):
+        port = _LISTEN_PORTS_FROM + secrets.randbelow(span)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room below the range
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
