@@ -11,6 +11,12 @@ response (status line, ``Content-Length``) to send the next one.
 
 Used by ``services/ingest_social/bench/bench_webhooks.py`` and
 ``services/ingest_email/bench/bench_ingest.py`` (which put this directory on ``sys.path``).
+
+``bench/bench_e2e.py`` uses the open-loop pieces: :class:`Sender` posts each request when it
+is due (a connection per request in flight, reused once answered) and :func:`serve` is a
+keep-alive HTTP/1.1 endpoint that hands each request body to a callback and answers 200.
+On the two-core development machine every microsecond the load generator spends is taken
+from the services it measures; these cost a fraction of aiohttp's client and server.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Load", "cpu_seconds", "drive", "request"]
+__all__ = ["Load", "Sender", "cpu_seconds", "drive", "request", "serve"]
 
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 
@@ -106,6 +112,109 @@ async def drive(port: int, requests: Sequence[bytes], connections: int) -> tuple
     if len(load.latencies) != len(requests):
         load.errors += len(requests) - len(load.latencies)
     return elapsed, load
+
+
+def _response_end(buf: bytearray) -> int:
+    """The length of the complete HTTP message at the start of ``buf``, or 0 while it is incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return 0
+    match = _CONTENT_LENGTH.search(buf, 0, end + 2)
+    total = end + 4 + (int(match.group(1)) if match else 0)
+    return total if len(buf) >= total else 0
+
+
+class _Client(asyncio.Protocol):
+    """One keep-alive connection of a :class:`Sender`: one request at a time."""
+
+    def __init__(self, idle: list[_Client]) -> None:
+        self._idle = idle
+        self._buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.answer: asyncio.Future[int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        total = _response_end(self._buf)
+        if not total:
+            return
+        status = int(self._buf[9:12])
+        del self._buf[:total]
+        answer, self.answer = self.answer, None
+        self._idle.append(self)
+        if answer is not None and not answer.done():
+            answer.set_result(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self in self._idle:
+            self._idle.remove(self)
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_exception(ConnectionError("connection closed before the answer"))
+
+
+class Sender:
+    """Open-loop ``POST`` requests to ``127.0.0.1:port``: :meth:`send` writes a request as soon
+    as it is called, on an idle keep-alive connection or a new one, and returns the status."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._idle: list[_Client] = []
+        self._all: list[_Client] = []
+
+    async def send(self, request: bytes) -> int:
+        loop = asyncio.get_running_loop()
+        client = self._idle.pop() if self._idle else None
+        if client is None or client.transport is None:
+            _, client = await loop.create_connection(lambda: _Client(self._idle), "127.0.0.1", self._port)
+            self._all.append(client)
+        answer: asyncio.Future[int] = loop.create_future()
+        client.answer = answer
+        assert client.transport is not None
+        client.transport.write(request)
+        return await answer
+
+    def close(self) -> None:
+        for client in self._all:
+            if client.transport is not None:
+                client.transport.close()
+
+
+_OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+
+
+class _Endpoint(asyncio.Protocol):
+    """A keep-alive HTTP/1.1 server connection: each request's body to ``on_body``, then 200."""
+
+    def __init__(self, on_body: Callable[[bytes], None]) -> None:
+        self._on_body = on_body
+        self._buf = bytearray()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        while total := _response_end(self._buf):
+            head_end = self._buf.find(b"\r\n\r\n") + 4
+            body = bytes(self._buf[head_end:total])
+            del self._buf[:total]
+            self._on_body(body)
+            assert self._transport is not None
+            self._transport.write(_OK)
+
+
+async def serve(port: int, on_body: Callable[[bytes], None]) -> asyncio.Server:
+    """Listen on ``127.0.0.1:port``; every request's body goes to ``on_body`` and gets a 200
+    (requests with a ``Content-Length``, as aiohttp's client sends a bytes body)."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: _Endpoint(on_body), "127.0.0.1", port)
 
 
 def cpu_seconds(pid: int | None = None) -> float:
