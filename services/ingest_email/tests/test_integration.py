@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.policy
 import hashlib
 import hmac
 import json
@@ -16,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from switchboard.common.events import InboundMessage
+from switchboard.common.events import InboundMessage, encode
 from switchboard.common.runtime import KAFKA, TOPICS, running_app
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.testing import consume, consume_records
@@ -259,3 +261,35 @@ async def test_killed_mid_run_every_250_is_on_the_broker(kafka_bootstrap: str, t
     raw = await consume(kafka_bootstrap, f"{topic_prefix}inbound.v1", count=len(wanted), timeout=30,
                         until=lambda got: wanted <= ids(got))  # fmt: skip
     assert wanted <= ids(raw)
+
+
+def long_cjk_message() -> bytes:
+    """A 3.6 MB message in a three-byte script: within every body cap by characters, a 2 MB
+    record before the bodies were fitted to the record size."""
+    message = EmailMessage()
+    message["From"] = "Ann <ann@customer.example>"
+    message["To"] = "support@acme.example"
+    message["Subject"] = "長いお問い合わせ"
+    message["Message-ID"] = "<long-cjk-1@customer.example>"
+    message.set_content(("注文した商品がまだ届きません。" * 5 + "\n") * 3500)
+    message.add_alternative(
+        "<html><body>" + ('<p class="q" style="margin:0">' + "注文した商品がまだ届きません。" * 4 + "</p>\n") * 9000,
+        subtype="html",
+    )
+    return message.as_bytes(policy=email.policy.SMTP)  # CRLF line ends, as on the wire
+
+
+@pytest.mark.broker
+async def test_a_message_whose_bodies_encode_past_the_broker_limit_is_accepted_shortened(
+    service: tuple[web.Application, str], kafka_bootstrap: str
+) -> None:
+    app, _ = service
+    smtp = app[INGEST_EMAIL].smtp
+    assert smtp is not None
+    raw = long_cjk_message()
+    assert len(raw) > 3 * 1024**2
+    assert await asyncio.to_thread(smtp_send, smtp.port, ["support@acme.example"], raw) == {}  # 250, not 451
+    (record,) = await read_inbound(kafka_bootstrap, app[TOPICS].inbound, 1)
+    assert len(encode(record)) <= app[INGEST_EMAIL].settings.max_record_bytes
+    assert "html-truncated-to-fit-record" in record.parser_defects
+    assert record.text.startswith("注文した商品がまだ届きません。")

@@ -22,6 +22,7 @@ from switchboard.common.logging import get_logger
 from .blobs import BlobStore, BlobStoreError
 from .normalize import Normalized, NormalizeLimits, PendingBlob, normalize_message
 from .publish import Publisher
+from .record_size import fit_record
 from .routing import Route
 from .sender_auth import ProviderVerdict, SenderVerifier, mark_verified
 
@@ -142,7 +143,7 @@ class EmailIngestor:
         if self.verifier is not None and normalized.author is not None:
             verification = await self.verifier.verify(raw, normalized.author, provider_verdict)
             record = mark_verified(record, normalized.author, verification)
-        return record
+        return fit_record(record, self.limits.max_record_bytes)
 
     async def ingest(
         self,

@@ -70,6 +70,8 @@ class NormalizeLimits:
     max_reply_parse_chars: int = 64 * 1024
     max_defects: int = 50
     max_forward_bytes: int = 1024 * 1024
+    max_record_bytes: int = 900 * 1024
+    """The published record's encoded size at most (see :mod:`.record_size`)."""
     reply_languages: tuple[str, ...] = ("en",)
 
 

@@ -129,6 +129,12 @@ class IngestEmailSettings(ServiceSettings):
     max_total_attachment_bytes: int = Field(default=25 * 1024 * 1024, ge=0)
     max_html_chars: int = Field(default=512 * 1024, ge=0)
     max_text_chars: int = Field(default=256 * 1024, ge=0)
+    max_record_bytes: int = Field(
+        default=900 * 1024,
+        ge=64 * 1024,
+        description="Largest inbound record published; bodies are shortened to fit (keep it under the broker's "
+        "message.max.bytes and the producer's max_request_size, 1 MiB each by default)",
+    )
     reply_languages: tuple[str, ...] = Field(
         default=("en",), description="Languages of reply headers to recognise (mail-parser-reply codes)"
     )
@@ -176,6 +182,7 @@ class IngestEmailSettings(ServiceSettings):
         return NormalizeLimits(
             max_text_chars=self.max_text_chars,
             max_html_chars=self.max_html_chars,
+            max_record_bytes=self.max_record_bytes,
             max_attachments=self.max_attachments,
             max_attachment_bytes=self.max_attachment_bytes,
             max_total_attachment_bytes=self.max_total_attachment_bytes,

@@ -28,6 +28,7 @@ from switchboard.common.logging import get_logger
 from .blobs import BlobStoreError
 from .ingest import EmailIngestor
 from .publish import PublishError
+from .record_size import RecordTooLarge
 from .routing import InvalidAddress, RecipientMap, Route
 
 __all__ = ["EmailSMTPHandler", "LenientSMTP", "SMTPListener", "SMTPOptions", "tls_context_from_files"]
@@ -102,6 +103,9 @@ class EmailSMTPHandler:
             except BlobStoreError:
                 log.warning("smtp message content could not be stored", tenant=route.tenant_id)
                 return "451 4.3.0 Temporary failure storing the attachments, try again later"
+            except RecordTooLarge:
+                log.warning("smtp message too large to publish", tenant=route.tenant_id)
+                return "552 5.3.4 Message too big to store"
             except Exception:
                 log.exception("smtp message could not be ingested", tenant=route.tenant_id)
                 return "451 4.3.0 Temporary local error, try again later"

@@ -37,6 +37,7 @@ from .forms import Form, FormError, read_form
 from .ingest import EmailIngestor
 from .provider_verdicts import mailgun_verdict, postmark_verdict, sendgrid_verdict
 from .publish import PublishError
+from .record_size import RecordTooLarge
 from .routing import InvalidAddress, RecipientMap, Route
 from .sender_auth import ProviderVerdict
 from .webhook_auth import AuthError, MailgunVerifier, check_basic_auth, check_secret
@@ -210,6 +211,9 @@ class InboundWebhooks:
         except BlobStoreError:
             log.warning("webhook message content could not be stored", tenant=tenant, provider=provider)
             return _error(503, "blob_store_unavailable", "the attachments could not be stored; retry later")
+        except RecordTooLarge as exc:
+            log.warning("webhook message too large to publish", tenant=tenant, provider=provider)
+            return _error(413, "too_large", str(exc))
         return web.json_response({"status": "accepted", "id": record.id})
 
     async def _guard(self, request: web.Request, handler: Any) -> web.Response:
