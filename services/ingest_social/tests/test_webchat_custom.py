@@ -24,7 +24,12 @@ from switchboard.ingest_social.sdk import (
     sign_standard_webhook,
     verify_standard_webhook,
 )
-from switchboard.ingest_social.sdk.contract import ContactAttributesContract, SignedRequest, TimestampedContract
+from switchboard.ingest_social.sdk.contract import (
+    ContactAttributesContract,
+    ContractEnv,
+    SignedRequest,
+    TimestampedContract,
+)
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -131,6 +136,15 @@ class TestCustomChannelContract(ContactAttributesContract, TimestampedContract):
 
     def message_body(self) -> bytes:
         return orjson.dumps(CUSTOM)
+
+    async def test_a_message_too_large_to_publish_is_413_not_a_503_retried_forever(self, env: ContractEnv) -> None:
+        data: dict[str, Any] = CUSTOM["data"]
+        big = {**CUSTOM, "data": {**data, "text": "x" * 480_000, "html": "<p>" + "y" * 480_000}}
+        body = orjson.dumps(big)
+        assert len(body) <= env.adapter.max_body_bytes  # within the body cap, over the broker's record size
+        status, answer, ctype = await self.send(env, self.signed(env.adapter, body))
+        self.assert_json_error(status, answer, ctype, {413})
+        assert env.publisher.records == []
 
     def message_body_with_attributes(self, attributes: Mapping[str, object]) -> bytes:
         data: dict[str, Any] = CUSTOM["data"]

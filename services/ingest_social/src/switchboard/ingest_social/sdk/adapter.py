@@ -29,7 +29,15 @@ from aiohttp import web
 from multidict import CIMultiDictProxy, MultiDictProxy
 from pydantic import JsonValue
 
-from switchboard.common.events import Channel, ContactHandle, ContactIdentity, InboundMessage, new_id, utcnow
+from switchboard.common.events import (
+    Channel,
+    ContactHandle,
+    ContactIdentity,
+    InboundMessage,
+    encode,
+    new_id,
+    utcnow,
+)
 from switchboard.common.logging import get_logger
 from switchboard.ingest_social.sdk.attributes import (
     DEFAULT_ATTRIBUTE_LIMITS,
@@ -63,6 +71,15 @@ __all__ = [
 log = get_logger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+MAX_RECORD_BYTES = 900 * 1024
+"""An inbound record's encoded size at most: a broker's ``message.max.bytes`` and the
+producer's ``max_request_size`` are 1 MiB by default, and a record over them is refused on
+every try (a 503 the provider would retry until it gives up). A message that large gets a
+413 instead."""
+_CHECK_RECORDS_FROM_BYTES = MAX_RECORD_BYTES // 4
+"""Bodies at least this large have their records' sizes checked: a record holds what its
+body held (an adapter may copy a field into metadata too), so a smaller body cannot make a
+record over :data:`MAX_RECORD_BYTES`, and most requests skip the second encoding."""
 _INBOUND_SCHEMA = InboundMessage.schema_id()
 
 
@@ -306,6 +323,13 @@ class ChannelAdapter:
             keys.append(key)
             fresh.append(msg)
         duplicates = len(messages) - len(fresh)
+        if len(body) >= _CHECK_RECORDS_FROM_BYTES:
+            for msg in fresh:
+                if (size := len(encode(msg))) > MAX_RECORD_BYTES:
+                    raise PayloadTooLarge(
+                        f"message {msg.provider_message_id!r} makes a record of {size} bytes; "
+                        f"at most {MAX_RECORD_BYTES} can be published"
+                    )
         if fresh:
             try:
                 await services.publisher.publish(fresh)
