@@ -456,3 +456,36 @@ async def test_send_many_past_one_batch_keeps_every_record_in_order(
     assert [a.offset for a in acks] == list(range(acks[0].offset, acks[0].offset + 40))  # several batches, no gap
     seen = await consume(small.bootstrap, topics.inbound, count=40)
     assert [decode(m.value).id for m in seen if m.value is not None] == [r.id for r in records]
+
+
+async def test_a_flush_waits_for_what_was_sent_before_it_while_others_keep_sending(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    async with RecordProducer(kafka_settings, send_timeout=5) as producer:
+        sending = True
+
+        async def steady_sender() -> int:
+            sent = 0
+            while sending:
+                await producer.send_soon(topics.delivery, sample_inbound(sent, tenant=f"t{sent % 5}"))
+                sent += 1
+                if sent % 5 == 0:
+                    await asyncio.sleep(0.002)
+            return sent
+
+        sender = asyncio.create_task(steady_sender())
+        flushed = 0
+        for _ in range(40):  # each flush overlaps sends made while it waits; none may fail for them
+            await asyncio.sleep(0.02)
+            before = await producer.send_soon(topics.delivery, sample_inbound(-1, tenant="flushing"))
+            await producer.flush()
+            assert before.done()
+            assert before.exception() is None
+            flushed += 1
+        sending = False
+        sent = await sender
+        await producer.flush()
+    assert flushed == 40
+    assert sent > 100
