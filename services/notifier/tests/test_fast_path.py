@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -231,8 +232,40 @@ class _Sink(BaseSink):
 
 
 class _Written:
-    async def send_many(self, items):  # type: ignore[no-untyped-def]
-        return list(items)
+    """A record sink whose acknowledgements the test gives (or withholds) itself."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, asyncio.Future[Any]]] = []
+
+    async def send_soon(self, topic: str, record: Any) -> asyncio.Future[Any]:
+        written: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, record, written))
+        return written
+
+
+async def test_the_handler_returns_before_the_results_are_acknowledged_and_confirms_them_after(  # type: ignore[no-untyped-def]
+    make_dispatch,
+) -> None:
+    endpoint = DeliveryEndpoint(kind=EndpointKind.WEBHOOK, target="https://desk.example.com/h")
+    sink = _Written()
+    deliverer = Deliverer(SinkRegistry([_Sink(DeliveryOutcome.delivered())]))
+    handler = DispatchHandler(deliverer, sink, Topics(), "g")
+    handler.ready.set()
+    first, second = make_dispatch(endpoints=(endpoint,)), make_dispatch(endpoints=(endpoint,))
+    await handler(Message(first, "t", 0, 0, b"acme", b"{}", 0))  # returns with its result only enqueued
+    await handler(Message(second, "t", 0, 1, b"acme", b"{}", 0))
+    assert [(topic, record.dispatch_id) for topic, record, _ in sink.sent] == [
+        (Topics().delivery, first.dispatch_id),
+        (Topics().delivery, second.dispatch_id),
+    ]
+    store = deliverer.store
+    assert store.is_delivered("acme", first.dispatch_id, endpoint)
+    assert not store.is_confirmed("acme", first.dispatch_id, endpoint)
+    sink.sent[0][2].set_result(None)  # the broker acknowledged the first result
+    sink.sent[1][2].set_exception(RuntimeError("not acknowledged"))
+    await asyncio.sleep(0)
+    assert store.is_confirmed("acme", first.dispatch_id, endpoint)
+    assert not store.is_confirmed("acme", second.dispatch_id, endpoint)  # redelivered, it is reported again
 
 
 async def test_a_success_is_a_debug_line_and_a_failure_an_info_line(make_dispatch) -> None:  # type: ignore[no-untyped-def]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -142,17 +143,21 @@ class _CountingProducer:
         self._counter = counter
         self._children: dict[tuple[str, str], Counter] = {}  # labels() looked up once per pair
 
-    async def send_many(self, items: Iterable[tuple[str, Record]]) -> list[RecordMetadata]:
-        batch = list(items)
-        written = await self._app[KAFKA].producer.send_many(batch)
-        for topic, record in batch:
-            if topic == self._delivery_topic and isinstance(record, DeliveryResult):
-                labels = (record.endpoint.kind.value, record.status.value)
-                child = self._children.get(labels)
-                if child is None:
-                    child = self._children[labels] = self._counter.labels(*labels)
-                child.inc()
+    async def send_soon(self, topic: str, record: Record) -> asyncio.Future[RecordMetadata]:
+        written = await self._app[KAFKA].producer.send_soon(topic, record)
+        if topic == self._delivery_topic and isinstance(record, DeliveryResult):
+            labels = (record.endpoint.kind.value, record.status.value)
+            child = self._children.get(labels)
+            if child is None:
+                child = self._children[labels] = self._counter.labels(*labels)
+            written.add_done_callback(partial(_count_written, child))
         return written
+
+
+def _count_written(child: Counter, written: asyncio.Future[RecordMetadata]) -> None:
+    """A result is counted once the broker acknowledged it."""
+    if not written.cancelled() and written.exception() is None:
+        child.inc()
 
 
 class _ProducerPublisher:

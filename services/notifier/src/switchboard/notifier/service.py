@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
+from functools import partial
 from typing import Protocol
 
 from aiokafka.structs import RecordMetadata
 
-from switchboard.common.events import DeadLetter, Dispatch, Record
+from switchboard.common.events import DeadLetter, DeliveryResult, Dispatch, Record
 from switchboard.common.kafka.consumer import Message
 from switchboard.common.kafka.producer import BrokerUnavailable
 from switchboard.common.logging import get_logger
 from switchboard.common.topics import Topics
 from switchboard.notifier.deliverer import Deliverer, EndpointReport
+from switchboard.notifier.idempotency import DeliveredStore
 
 log = get_logger(__name__)
 
 
 class RecordSink(Protocol):
-    async def send_many(self, items: Iterable[tuple[str, Record]]) -> list[RecordMetadata]: ...
+    async def send_soon(self, topic: str, record: Record) -> asyncio.Future[RecordMetadata]:
+        """Enqueue a record; the consumer loop's commit waits for it (the producer's flush)."""
+        ...
 
 
 def conversation_lane(message: Message) -> Hashable:
@@ -35,9 +39,10 @@ class DeliveryFailed(Exception):
 
 
 class DispatchHandler:
-    """Delivers each dispatch, then writes every result to ``delivery.v1`` and each failure to
-    ``dlq.v1`` and waits for the broker's acknowledgement, so the consumer loop commits the
-    dispatch only once its outcome is durable. Until the delivery history is restored
+    """Delivers each dispatch, then enqueues every result for ``delivery.v1`` and each failure
+    for ``dlq.v1``; the consumer loop flushes the producer before it commits, so a dispatch is
+    committed only once its outcome is durable, while the conversation's next dispatch is
+    delivered meanwhile. Until the delivery history is restored
     (``ready`` set) it raises :class:`BrokerUnavailable`, which the loop retries without
     counting an attempt.
     """
@@ -59,11 +64,19 @@ class DispatchHandler:
         if not isinstance(dispatch, Dispatch):  # the codec only reads dispatches; defensive
             raise TypeError(f"expected a dispatch, got {dispatch.schema_id()}")
         reports = await self._deliverer.deliver(dispatch)
-        out: list[tuple[str, Record]] = [(self._topics.delivery, r.result) for r in reports]
-        out += [(self._topics.dlq, self._dead_letter(message, r)) for r in reports if r.failed]
-        await self._producer.send_many(out)
+        # The results are enqueued, not awaited: the conversation's next dispatch need not wait
+        # for their acknowledgement (at least the producer's linger). The consumer loop flushes
+        # the producer before it commits, so no offset is committed before its results are
+        # durable; if they fail, nothing after them is committed and the dispatch is read again
+        # (its delivery is then found in the store: a duplicate, not a second delivery).
+        store = self._deliverer.store
         for report in reports:
-            self._deliverer.store.confirm(report.result)
+            written = await self._producer.send_soon(self._topics.delivery, report.result)
+            written.add_done_callback(partial(_confirm, store, report.result))
+        for report in reports:
+            if report.failed:
+                await self._producer.send_soon(self._topics.dlq, self._dead_letter(message, report))
+        for report in reports:
             # Every result is on delivery.v1 and counted in the metrics; a log line per success
             # (tens of microseconds each, more than the rest of the delivery's own work) is a
             # debug line, a failure stays an info line.
@@ -93,3 +106,9 @@ class DispatchHandler:
             error=f"{result.endpoint.kind.value} delivery of {result.dispatch_id} failed: {result.error}"[:4000],
             attempts=max(1, result.attempts),
         )
+
+
+def _confirm(store: DeliveredStore, result: DeliveryResult, written: asyncio.Future[RecordMetadata]) -> None:
+    """Once the result is acknowledged, the store holds its delivery as durable."""
+    if not written.cancelled() and written.exception() is None:
+        store.confirm(result)
