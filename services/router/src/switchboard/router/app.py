@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from switchboard.common.events import RecordCodec
 from switchboard.common.runtime import HEALTH, REGISTRY, TOPICS, ConsumerSpec, add_kafka, create_app
+from switchboard.common.settings import KafkaSettings
 from switchboard.router.api import HTTP, ROUTER, SELF_URL, add_routes
 from switchboard.router.metrics import RouterMetrics
 from switchboard.router.ownership import OwnerDirectory, directory_assignor
@@ -46,6 +47,19 @@ async def to_dashboard(_request: web.Request) -> web.Response:
     raise web.HTTPFound("/dashboard")
 
 
+def producer_settings(kafka: KafkaSettings) -> KafkaSettings:
+    """The router's Kafka settings: no producer linger unless ``SWITCHBOARD_KAFKA_LINGER_MS`` is set.
+
+    The router enqueues all the records of a step before it flushes them (the changelog
+    and outbox, then the outputs, then the commit), so a linger batches nothing more; it
+    only delays every step, twice. In the end-to-end benchmark at 500 messages/s, three
+    pairs: router stage p50 44-48 ms with the 5 ms default linger, 10-18 ms without.
+    """
+    if "linger_ms" in kafka.model_fields_set:
+        return kafka  # the operator's choice
+    return kafka.model_copy(update={"linger_ms": 0})
+
+
 def build_app(
     settings: RouterSettings,
     *,
@@ -54,6 +68,7 @@ def build_app(
     wall_clock: Callable[[], datetime] | None = None,
 ) -> web.Application:
     """The router: Kafka processor, HTTP API, dashboard, rules watcher, metrics."""
+    settings = settings.model_copy(update={"kafka": producer_settings(settings.kafka)})
     app = create_app(settings, registry=registry)
     metrics = RouterMetrics(app[REGISTRY])
     watcher = RulesWatcher(
