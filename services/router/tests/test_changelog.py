@@ -50,7 +50,11 @@ def test_a_step_over_the_limit_is_split_in_order_and_each_part_stays_under_it() 
 def test_a_step_under_the_limit_is_one_outbox_and_a_record_over_it_gets_its_own() -> None:
     dispatches, entries = step_output(3)
     (whole,) = Outbox.split(dispatches, entries, OUTBOX_MAX_BYTES)
-    assert whole == Outbox.of(dispatches, entries)
+    assert whole == Outbox(
+        dispatches=[encode(d) for d in dispatches],
+        log=[encode(e) for e in entries],
+        tenants=[r.tenant_id for r in (*dispatches, *entries)],
+    )
     tiny = Outbox.split(dispatches, entries, 10)  # smaller than any record: one record per outbox
     assert [len(p.dispatches) + len(p.log) for p in tiny] == [1] * (len(dispatches) + len(entries))
     assert Outbox.split([], []) == []

@@ -78,14 +78,6 @@ class Outbox:
     tenants: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, dispatches: Sequence[Dispatch], entries: Sequence[RoutingLogEntry]) -> Outbox:
-        return cls(
-            dispatches=[encode(d) for d in dispatches],
-            log=[encode(e) for e in entries],
-            tenants=[d.tenant_id for d in dispatches] + [e.tenant_id for e in entries],
-        )
-
-    @classmethod
     def split(
         cls, dispatches: Sequence[Dispatch], entries: Sequence[RoutingLogEntry], max_bytes: int = OUTBOX_MAX_BYTES
     ) -> list[Outbox]:

@@ -254,16 +254,14 @@ class RouterService:
         steps, self._steps = self._steps, {}
         started = time.perf_counter()
         state_topic = self.topics.router_state
-        outboxes: list[tuple[int, bytes]] = []
-        encoded: list[Outbox] = []
+        outboxes: list[tuple[int, bytes, Outbox]] = []
         try:
             # 1. The changelog: outbox first, entities, then the input position.
             for partition, step in steps.items():
                 for outbox in Outbox.split(step.dispatches, step.log, self.outbox_max_bytes):
                     key = outbox_key(partition, new_id())
                     await self.producer.send_raw_soon(state_topic, key, outbox.encode(), partition=partition)
-                    outboxes.append((partition, key))
-                    encoded.append(outbox)
+                    outboxes.append((partition, key, outbox))
                 for key, value in step.state.items():
                     await self.producer.send_raw_soon(state_topic, key, value, partition=partition)
                 if step.position:
@@ -275,11 +273,11 @@ class RouterService:
             await self.producer.flush()
             # 2. The outputs, only once the state that produced them is durable: the bytes the
             #    outbox holds (encoded once), keyed by tenant like any record.
-            for outbox in encoded:
+            for _, _, outbox in outboxes:
                 await self._send_outbox(outbox)
             await self.producer.flush()
             # 3. The outboxes are done (their tombstones are flushed with the input commit).
-            for partition, key in outboxes:
+            for partition, key, _ in outboxes:
                 await self.producer.send_raw_soon(state_topic, key, None, partition=partition)
         except BaseException:
             self._poisoned = True
