@@ -79,12 +79,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        match = _CONTENT_LENGTH.search(self._buf, 0, end + 2)
-        total = end + 4 + (int(match.group(1)) if match else 0)
-        if len(self._buf) < total:
+        _, total = _message_end(self._buf)
+        if not total:
             return
         if self._buf[9:12] != b"200":
             self._load.errors += 1
@@ -114,14 +110,15 @@ async def drive(port: int, requests: Sequence[bytes], connections: int) -> tuple
     return elapsed, load
 
 
-def _response_end(buf: bytearray) -> int:
-    """The length of the complete HTTP message at the start of ``buf``, or 0 while it is incomplete."""
+def _message_end(buf: bytearray) -> tuple[int, int]:
+    """Where the head and the whole of the HTTP message (request or response) at the start of
+    ``buf`` end, by its ``Content-Length``; ``(0, 0)`` while it is incomplete."""
     end = buf.find(b"\r\n\r\n")
     if end < 0:
-        return 0
+        return 0, 0
     match = _CONTENT_LENGTH.search(buf, 0, end + 2)
     total = end + 4 + (int(match.group(1)) if match else 0)
-    return total if len(buf) >= total else 0
+    return (end + 4, total) if len(buf) >= total else (0, 0)
 
 
 class _Client(asyncio.Protocol):
@@ -139,7 +136,7 @@ class _Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        total = _response_end(self._buf)
+        _, total = _message_end(self._buf)
         if not total:
             return
         status = int(self._buf[9:12])
@@ -201,8 +198,10 @@ class _Endpoint(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        while total := _response_end(self._buf):
-            head_end = self._buf.find(b"\r\n\r\n") + 4
+        while True:
+            head_end, total = _message_end(self._buf)
+            if not total:
+                return
             body = bytes(self._buf[head_end:total])
             del self._buf[:total]
             self._on_body(body)
