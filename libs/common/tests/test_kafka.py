@@ -302,14 +302,16 @@ async def test_on_batch_end_runs_before_the_commit_and_on_idle_polls(
     assert (1, 1) in ends  # later polls see the commit
 
 
+@pytest.mark.parametrize("callback_seconds", [1.0, 0.0], ids=["slow-callback", "fast-callback"])
 async def test_records_wait_for_on_assigned_and_a_seek_there_is_where_they_resume(
-    kafka_settings: KafkaSettings, topic_prefix: str
+    kafka_settings: KafkaSettings, topic_prefix: str, callback_seconds: float
 ) -> None:
-    """A slow assignment callback (a state restore) ends before any record is handled.
+    """An assignment callback (a state restore) ends before any record is handled.
 
-    aiokafka fetches for the new assignment while the callback still runs: whatever it
-    fetched then is put back, so a partition the callback sought resumes at that offset and
-    every other partition loses and repeats nothing.
+    aiokafka fetches for the new assignment while a slow callback still runs, or right
+    after a fast one sought: whatever the first poll returns is put back, so a partition
+    the callback sought resumes at that offset (also when the batch was fetched from it),
+    and every other partition loses and repeats nothing.
     """
     topics = Topics(topic_prefix)
     await ensure_topics(kafka_settings, topics)
@@ -331,7 +333,7 @@ async def test_records_wait_for_on_assigned_and_a_seek_there_is_where_they_resum
 
         async def on_assigned(assigned: set[TopicPartition]) -> None:
             nonlocal callback_done
-            await asyncio.sleep(1.0)  # meanwhile the fetcher already has the records
+            await asyncio.sleep(callback_seconds)  # when slow, the fetcher already has the records
             assert loop is not None
             loop.seek(TopicPartition(topics.inbound, sought), 2)
             callback_done = True

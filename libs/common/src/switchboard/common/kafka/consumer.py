@@ -12,10 +12,10 @@ with ``send_soon`` is acknowledged), and also when partitions are revoked.
 
 A rebalance runs its callbacks under the same lock as batch handling, so ``on_assigned``
 (a restore, say) finishes before any record of the new assignment is handled. aiokafka
-may already have fetched records while a callback ran: such a batch is not handled but
-put back (each partition it touched and nobody sought meanwhile is rewound to its
-committed offset), so that nothing is handled by an assignment it does not belong to,
-and nothing is skipped.
+may already have fetched records while a callback ran, or right after it: such a batch
+is not handled but put back (each partition it touched goes back to where the callback
+sought it, or else to its committed offset), so that nothing is handled by an
+assignment it does not belong to, and nothing is skipped.
 
 Two options change how a batch is handled:
 
@@ -128,8 +128,8 @@ class ConsumerLoop:
     _uncommitted: dict[TopicPartition, int] = field(default_factory=dict, init=False)
     _generation: int = field(default=0, init=False)
     """Moves on at the start and the end of every rebalance callback."""
-    _sought: set[TopicPartition] = field(default_factory=set, init=False)
-    """Partitions moved by :meth:`seek` since the current fetch began."""
+    _sought: dict[TopicPartition, int] = field(default_factory=dict, init=False)
+    """Partitions moved by :meth:`seek` since the current fetch began, and where to."""
     _inflight: InFlight = field(default_factory=InFlight, init=False)
     _lanes: dict[Hashable, asyncio.Task[None]] = field(default_factory=dict, init=False)
     """Pipelined mode: the last record handed to each lane (the next one of its lane waits for it)."""
@@ -153,7 +153,7 @@ class ConsumerLoop:
         """Move the next fetch of an assigned partition (from ``on_assigned``, say, after a restore)."""
         if self._consumer is not None:
             self._consumer.seek(tp, offset)
-            self._sought.add(tp)
+            self._sought[tp] = offset
 
     async def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset of ``tp`` (None when it has none)."""
@@ -375,11 +375,21 @@ class ConsumerLoop:
     async def _put_back(
         self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
-        """A rebalance ran while this batch was fetched: rewind instead of handling it."""
+        """A rebalance ran while this batch was fetched: rewind instead of handling it.
+
+        A partition the rebalance callback sought goes back to that offset: the batch may
+        have been fetched before the seek (the position is already there) or after it, from
+        that very offset (the position has moved past the batch). Every other partition goes
+        back to its committed offset.
+        """
         assigned = consumer.assignment()
         for tp, raws in batch.items():
-            if not raws or tp not in assigned or tp in self._sought:
-                continue  # gone, or positioned on purpose by the rebalance callback
+            if not raws or tp not in assigned:
+                continue  # gone with the rebalance
+            sought = self._sought.get(tp)
+            if sought is not None:
+                consumer.seek(tp, sought)
+                continue
             committed = await consumer.committed(tp)
             if committed is None:
                 await consumer.seek_to_beginning(tp)
