@@ -10,7 +10,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from switchboard.common.events import DeadLetter, InboundMessage, RecordCodec, decode
-from switchboard.common.kafka import BrokerUnavailable, ConsumerLoop, Message, RecordProducer
+from switchboard.common.kafka import BrokerUnavailable, ConsumerLoop, Message, RecordProducer, RecordTooLarge
 from switchboard.common.kafka.consumer import RecordHandler
 from switchboard.common.metrics import KafkaMetrics, new_registry
 from switchboard.common.settings import KafkaSettings
@@ -135,6 +135,70 @@ async def test_failing_record_goes_to_dlq_and_the_partition_moves_on(
     assert garbage.source_value == b"\xffnot json at all"
     assert "not JSON" in garbage.error
     assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 4
+
+
+async def test_a_record_over_the_size_limit_is_refused_as_too_large_not_as_broker_trouble(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    huge = b"x" * (1024 * 1024 + 1)
+    async with RecordProducer(kafka_settings) as producer:
+        with pytest.raises(RecordTooLarge) as refused:
+            await producer.send_raw(topics.inbound, b"acme", huge)
+        assert not isinstance(refused.value, BrokerUnavailable)  # nobody retries it
+        with pytest.raises(RecordTooLarge):
+            await producer.send_raw_soon(topics.inbound, b"acme", huge)
+        with pytest.raises(RecordTooLarge):
+            await producer.send(topics.inbound, sample_inbound(1, text="y" * (1024 * 1024)))
+        with pytest.raises(RecordTooLarge):
+            await producer.send_many([(topics.inbound, sample_inbound(2, text="z" * (1024 * 1024)))])
+        await producer.flush()  # the refused records left nothing pending or failed behind
+        ack = await producer.send(topics.inbound, sample_inbound(3))  # and the producer still writes
+    assert ack.topic == topics.inbound
+
+
+async def test_output_too_large_is_dead_lettered_at_once_and_a_huge_source_is_referenced_not_carried(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    attempts: dict[str, int] = {}
+    handled: list[str] = []
+
+    async with RecordProducer(kafka_settings) as producer:
+
+        async def handler(message: Message) -> None:
+            record = message.record
+            assert isinstance(record, InboundMessage)
+            attempts[record.provider_message_id] = attempts.get(record.provider_message_id, 0) + 1
+            if record.text == "blow up":  # an output no broker takes: no retry can help
+                await producer.send_raw(topics.delivery, b"acme", b"o" * (2 * 1024 * 1024))
+            handled.append(record.provider_message_id)
+
+        await producer.send(topics.inbound, sample_inbound(1, text="blow up"))
+        # undecodable and large: in base64 inside a dead letter it would be over the limit
+        garbage = await producer.send_raw(topics.inbound, b"acme", b"\xff" + b"g" * (800 * 1024))
+        await producer.send(topics.inbound, sample_inbound(2))
+        loop = inbound_loop(kafka_settings, topics, group, handler, producer, max_attempts=3, retry_backoff=0.01)
+        task = asyncio.create_task(loop.run())
+        await eventually(lambda: handled == ["m-2"], timeout=30)
+        letters = [decode(r.value) for r in await consume(kafka_settings.bootstrap, topics.dlq, count=2)]
+        await loop.stop()
+        await task
+    assert attempts == {"m-1": 1, "m-2": 1}
+    assert all(isinstance(letter, DeadLetter) for letter in letters)
+    too_large = next(lt for lt in letters if isinstance(lt, DeadLetter) and lt.error_type == "RecordTooLarge")
+    assert too_large.attempts == 1
+    original = decode(too_large.source_value or b"")
+    assert isinstance(original, InboundMessage)
+    assert original.provider_message_id == "m-1"
+    unreadable = next(lt for lt in letters if isinstance(lt, DeadLetter) and lt.error_type == "SchemaError")
+    assert unreadable.source_value is None
+    assert (unreadable.source_partition, unreadable.source_offset) == (garbage.partition, garbage.offset)
+    assert f"partition {garbage.partition} offset {garbage.offset}" in unreadable.error
+    assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 3
 
 
 async def test_consumer_loop_can_run_again_after_a_failure(kafka_settings: KafkaSettings, topic_prefix: str) -> None:

@@ -1,6 +1,6 @@
 """Kafka helpers on aiokafka: a record producer and an at-least-once consumer loop."""
 
 from switchboard.common.kafka.consumer import ConsumerLoop, Message, RecordHandler
-from switchboard.common.kafka.producer import BrokerUnavailable, RecordProducer
+from switchboard.common.kafka.producer import BrokerUnavailable, RecordProducer, RecordTooLarge
 
-__all__ = ["BrokerUnavailable", "ConsumerLoop", "Message", "RecordHandler", "RecordProducer"]
+__all__ = ["BrokerUnavailable", "ConsumerLoop", "Message", "RecordHandler", "RecordProducer", "RecordTooLarge"]

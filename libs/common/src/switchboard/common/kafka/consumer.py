@@ -5,7 +5,10 @@ A record that cannot be decoded, or whose handler keeps failing after
 ``max_attempts`` tries, is written to the dead-letter topic (raw bytes, error, source
 topic, partition and offset) and the partition moves on. A handler failure caused by the
 broker itself (:class:`BrokerUnavailable`) is not the record's fault: it is retried until
-the broker answers or the loop is stopped, and nothing after it is committed.
+the broker answers or the loop is stopped, and nothing after it is committed. A handler
+whose output is too large (:class:`RecordTooLarge`) cannot succeed on a retry: its record
+is dead-lettered at once. A dead letter that would itself be too large (the source is
+carried in base64) leaves the source's value and headers out and says where it is.
 
 Offsets are committed only after the producer has flushed (so whatever the handler wrote
 with ``send_soon`` is acknowledged), and also when partitions are revoked.
@@ -48,7 +51,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from switchboard.common.events import DeadLetter, Record, RecordCodec, SchemaError
 from switchboard.common.kafka.inflight import InFlight
-from switchboard.common.kafka.producer import BrokerUnavailable, RecordProducer
+from switchboard.common.kafka.producer import BrokerUnavailable, RecordProducer, RecordTooLarge
 from switchboard.common.logging import get_logger
 from switchboard.common.metrics import KafkaMetrics
 from switchboard.common.settings import KafkaSettings
@@ -364,7 +367,7 @@ class ConsumerLoop:
             if consumer is not None:
                 try:
                     await self._commit(consumer)
-                except (KafkaError, BrokerUnavailable) as exc:
+                except (KafkaError, BrokerUnavailable, RecordTooLarge) as exc:
                     log.warning("final commit failed; records will be redelivered", error=repr(exc))
                 await consumer.stop()
         finally:
@@ -489,6 +492,12 @@ class ConsumerLoop:
             try:
                 await self.handler(message)
                 return True
+            except RecordTooLarge as exc:
+                # The handler's output is over the size limit: the same input makes it again.
+                if self.metrics is not None:
+                    self.metrics.handler_errors.labels(topic).inc()
+                log.warning("handler output too large", topic=topic, partition=message.partition, offset=message.offset)
+                return await self._dead_letter(raw, exc, attempts=attempt)
             except BrokerUnavailable as exc:
                 # Not the record's fault: wait for the broker, do not count the attempt.
                 attempt -= 1
@@ -533,6 +542,20 @@ class ConsumerLoop:
             try:
                 await self.producer.send(self.dlq_topic, letter)
                 break
+            except RecordTooLarge:
+                if letter.source_value is None and not letter.source_headers:
+                    raise
+                # The source (base64 in the letter) takes the letter over the size limit: the
+                # letter says where the source is instead of carrying it.
+                letter = letter.model_copy(
+                    update={
+                        "source_value": None,
+                        "source_headers": (),
+                        "error": f"{letter.error} [source value and headers left out: the dead letter "
+                        f"would exceed the record size limit; the source is at {raw.topic} partition "
+                        f"{raw.partition} offset {raw.offset}]",
+                    }
+                )
             except BrokerUnavailable:
                 if await self._sleep_or_stop(backoff):
                     return False
@@ -562,7 +585,7 @@ class ConsumerLoop:
             return
         try:
             await self.producer.flush()
-        except BrokerUnavailable:
+        except (BrokerUnavailable, RecordTooLarge):
             # Some output was not acknowledged: these offsets must never be committed. Whoever
             # consumes next (this loop restarted, or the partition's next owner) re-reads them.
             self._uncommitted.clear()
@@ -589,7 +612,7 @@ class ConsumerLoop:
                 if self._consumer is not None:
                     try:
                         await self._commit(self._consumer)
-                    except (KafkaError, BrokerUnavailable) as exc:
+                    except (KafkaError, BrokerUnavailable, RecordTooLarge) as exc:
                         log.warning("commit on revocation failed", error=repr(exc))
                 if self.pipelined:
                     # A partition that comes back is read again from its commit: start it afresh.

@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import RecordMetadata
 
 from switchboard.common.events import Record, encode
@@ -22,7 +22,15 @@ Headers = Sequence[tuple[str, bytes]]
 
 
 class BrokerUnavailable(RuntimeError):
-    """The broker did not acknowledge a write (or the producer is not connected)."""
+    """The broker did not acknowledge a write (or the producer is not connected): try again later."""
+
+
+class RecordTooLarge(ValueError):
+    """The record is larger than the producer or the broker accepts: trying again cannot help.
+
+    Not a :class:`BrokerUnavailable`, so that no caller retries it: an ingest answers a
+    refusal (413, SMTP 552), a consumer loop dead-letters the input that produced it.
+    """
 
 
 class RecordProducer:
@@ -32,6 +40,10 @@ class RecordProducer:
     and returns the delivery future, which :meth:`flush` awaits: a consumer handler uses it
     to produce many records and the consumer loop flushes before committing offsets.
     ``start`` and ``stop`` may each be called more than once.
+
+    A write the broker could not take raises :class:`BrokerUnavailable` (transient); a
+    record too large for the producer's request limit or the broker raises
+    :class:`RecordTooLarge` (permanent).
     """
 
     def __init__(
@@ -119,6 +131,9 @@ class RecordProducer:
                     )
                     self._watch(topic, future)
                     futures.append(future)
+        except MessageSizeTooLargeError as exc:
+            self._count_error(topic)
+            raise RecordTooLarge(f"a record for {topic} is too large: {exc}") from exc
         except (KafkaError, TimeoutError) as exc:
             self._count_error(topic)
             raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
@@ -164,7 +179,8 @@ class RecordProducer:
 
     async def flush(self) -> None:
         """Wait for every record enqueued with :meth:`send_soon` before this call; raise if one
-        was not acknowledged in time, or if any record failed.
+        was not acknowledged in time, or if any record failed (:class:`RecordTooLarge` when
+        every failure was the broker refusing a record's size, else :class:`BrokerUnavailable`).
 
         Records other tasks enqueue while the flush waits are the next flush's: a flush that
         counted them (as it once did) failed spuriously under a steady stream of sends.
@@ -174,7 +190,10 @@ class RecordProducer:
             if late:
                 raise BrokerUnavailable(f"{len(late)} records not acknowledged in time")
         if self._failed:
-            first, self._failed = self._failed[0], []
+            failed, self._failed = self._failed, []
+            if all(isinstance(exc, MessageSizeTooLargeError) for exc in failed):
+                raise RecordTooLarge(f"the broker refused {len(failed)} records as too large") from failed[0]
+            first = next(exc for exc in failed if not isinstance(exc, MessageSizeTooLargeError))
             raise BrokerUnavailable(f"broker did not acknowledge a record: {first}") from first
 
     async def _enqueue(
@@ -193,6 +212,9 @@ class RecordProducer:
                 future: asyncio.Future[RecordMetadata] = await producer.send(
                     topic, value=value, key=key, partition=partition, headers=list(headers) if headers else None
                 )
+        except MessageSizeTooLargeError as exc:
+            self._count_error(topic)
+            raise RecordTooLarge(f"a record for {topic} is too large: {exc}") from exc
         except (KafkaError, TimeoutError) as exc:
             self._count_error(topic)
             raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
@@ -212,6 +234,8 @@ class RecordProducer:
         try:
             async with asyncio.timeout(self._send_timeout):
                 return list(await asyncio.gather(*futures))
+        except MessageSizeTooLargeError as exc:
+            raise RecordTooLarge(f"the broker refused a record as too large: {exc}") from exc
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
 
