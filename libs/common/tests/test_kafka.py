@@ -293,6 +293,10 @@ async def test_pipelined_keys_overtake_a_record_in_flight_but_the_commit_does_no
     group = f"g-{uuid.uuid4().hex[:8]}"
     release = asyncio.Event()
     order: list[str] = []
+    registry = new_registry()
+
+    def batches_timed() -> float | None:
+        return registry.get_sample_value("switchboard_consumer_batch_seconds_count")
 
     async def handler(message: Message) -> None:
         record = message.record
@@ -311,6 +315,7 @@ async def test_pipelined_keys_overtake_a_record_in_flight_but_the_commit_does_no
             producer,
             concurrency_key=lambda m: getattr(m.record, "text", ""),
             commit_interval=0.0,
+            metrics=KafkaMetrics(registry),
         )
         assert loop.pipelined
         task = asyncio.create_task(loop.run())
@@ -321,8 +326,11 @@ async def test_pipelined_keys_overtake_a_record_in_flight_but_the_commit_does_no
         await eventually(lambda: order == ["fast:m-1", "fast:m-3"])
         await eventually(lambda: len(loop._inflight) == 2 and not loop._progress.is_set())
         assert sum((await committed_offsets(kafka_settings.bootstrap, group, topics.inbound)).values()) == 0
+        timed = batches_timed() or 0  # only fetched batches without a "slow" record
         release.set()
         await eventually(lambda: len(order) == 4)
+        # the batch of m-0 (fetched alone) and the one holding m-2 are timed once their last record is done
+        await eventually(lambda: (batches_timed() or 0) >= timed + 2)
         await loop.stop()
         await task
     assert order[2:] == ["slow:m-0", "slow:m-2"]  # one key keeps its order across fetches

@@ -44,7 +44,9 @@ class KafkaMetrics:
             registry=r,
         )
         self.batch_seconds = Histogram(
-            "switchboard_consumer_batch_seconds", "Time to handle and commit a batch", registry=r
+            "switchboard_consumer_batch_seconds",
+            "Time to handle a fetched batch and commit it (pipelined: from hand-out to its last record's end)",
+            registry=r,
         )
 
 

@@ -292,6 +292,7 @@ class ConsumerLoop:
     ) -> None:
         """Give each record to its lane, behind the lane's previous record."""
         assert self.concurrency_key is not None
+        batch_done = self._batch_timer(sum(len(raws) for raws in batch.values()))
         for tp, raws in batch.items():
             for raw in raws:
                 message = self._decode(raw)
@@ -309,11 +310,31 @@ class ConsumerLoop:
                 )
                 self._lanes[lane] = task
                 task.add_done_callback(partial(self._lane_done, lane))
+                if batch_done is not None:
+                    task.add_done_callback(batch_done)
             if self.metrics is not None and raws:
                 self.metrics.consumed.labels(tp.topic).inc(len(raws))
                 highwater = consumer.highwater(tp)
                 if highwater is not None:
                     self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - raws[-1].offset - 1))
+
+    def _batch_timer(self, records: int) -> Callable[[asyncio.Task[None]], None] | None:
+        """Pipelined mode: a callback for each record's task that observes the batch's time
+        (hand-out to its last record's end) in ``batch_seconds`` when the last one is done."""
+        if self.metrics is None or not records:
+            return None
+        histogram = self.metrics.batch_seconds
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        left = records
+
+        def done(_: asyncio.Task[None]) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                histogram.observe(clock() - started)
+
+        return done
 
     def _lane_done(self, lane: Hashable, task: asyncio.Task[None]) -> None:
         if self._lanes.get(lane) is task:
