@@ -4,7 +4,10 @@
   compaction of ``router-state.v1``, retention of ``dlq.v1``).
 - ``dlq list``: print the dead letters (source, offset, error; never the payload).
 - ``dlq replay``: write dead letters' original records back to their source topics,
-  optionally only those of one source topic or tenant.
+  optionally only those of one source topic or tenant. A dead letter that does not carry
+  its source (it would have been over the record size limit) is replayed from the source
+  topic itself, while retention keeps it there; one whose source is gone is reported and
+  the command exits 1.
 
 Connection settings come from the same ``SWITCHBOARD_KAFKA_*`` variables as the services.
 """
@@ -18,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from switchboard.common.events import DeadLetter, RecordCodec, SchemaError
 from switchboard.common.kafka.producer import RecordProducer
@@ -60,9 +63,60 @@ async def _dead_letters(kafka: KafkaSettings, topics: Topics, timeout: float) ->
     return letters
 
 
-def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Any]:
-    from aiokafka import TopicPartition
+async def _source_record(
+    kafka: KafkaSettings, letter: DeadLetter, timeout: float
+) -> ConsumerRecord[bytes, bytes] | None:
+    """The dead letter's source record, read from its topic; None when it is no longer there."""
+    tp = TopicPartition(letter.source_topic, letter.source_partition)
+    consumer = AIOKafkaConsumer(
+        **kafka.client_options(),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=min(kafka.fetch_max_wait_ms, 100),
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if not first <= letter.source_offset < end:
+            return None  # deleted by retention (or never there)
+        consumer.seek(tp, letter.source_offset)
+        async with asyncio.timeout(timeout):
+            while True:
+                for record in (await consumer.getmany(tp, timeout_ms=200)).get(tp, []):
+                    if record.offset == letter.source_offset:
+                        return record
+                    if record.offset > letter.source_offset:
+                        return None  # compacted away
+    finally:
+        await consumer.stop()
 
+
+async def _replay(kafka: KafkaSettings, letters: list[DeadLetter], timeout: float) -> int:
+    replayed: list[str] = []
+    missing: list[str] = []
+    async with RecordProducer(kafka) as producer:
+        for letter in letters:
+            key, value, headers = letter.source_key, letter.source_value, letter.source_headers
+            if value is None:
+                source = await _source_record(kafka, letter, timeout)
+                if source is None or source.value is None:
+                    print(
+                        f"dead letter {letter.id}: its source {letter.source_topic}:{letter.source_partition}:"
+                        f"{letter.source_offset} is no longer on the broker; not replayed",
+                        file=sys.stderr,
+                    )
+                    missing.append(letter.id)
+                    continue
+                key, value, headers = source.key, source.value, tuple(source.headers or ())
+            await producer.send_raw(letter.source_topic, key, value, headers)
+            replayed.append(letter.id)
+    print(json.dumps({"replayed": len(replayed), "not_replayed": missing}))
+    return 1 if missing else 0
+
+
+def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Any]:
     parts = consumer.partitions_for_topic(topic) or set()
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     consumer.assign(tps)
@@ -102,11 +156,7 @@ async def _main(args: argparse.Namespace) -> int:
                 )
             )
         return 0
-    async with RecordProducer(kafka) as producer:
-        for letter in chosen:
-            await producer.send_raw(letter.source_topic, letter.source_key, letter.source_value, letter.source_headers)
-    print(json.dumps({"replayed": len(chosen)}))
-    return 0
+    return await _replay(kafka, chosen, args.timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
