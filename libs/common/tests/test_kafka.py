@@ -153,6 +153,8 @@ async def test_a_record_over_the_size_limit_is_refused_as_too_large_not_as_broke
             await producer.send(topics.inbound, sample_inbound(1, text="y" * (1024 * 1024)))
         with pytest.raises(RecordTooLarge):
             await producer.send_many([(topics.inbound, sample_inbound(2, text="z" * (1024 * 1024)))])
+        with pytest.raises(RecordTooLarge):
+            await producer.send_raw_many_soon([(topics.inbound, b"acme", huge, None)])
         await producer.flush()  # the refused records left nothing pending or failed behind
         ack = await producer.send(topics.inbound, sample_inbound(3))  # and the producer still writes
     assert ack.topic == topics.inbound
@@ -530,6 +532,28 @@ async def test_send_many_past_one_batch_keeps_every_record_in_order(
     assert [a.offset for a in acks] == list(range(acks[0].offset, acks[0].offset + 40))  # several batches, no gap
     seen = await consume(small.bootstrap, topics.inbound, count=40)
     assert [decode(m.value).id for m in seen if m.value is not None] == [r.id for r in records]
+
+
+async def test_send_raw_many_soon_enqueues_each_record_where_it_says_and_flush_acknowledges_them(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(kafka_settings, topics)
+    items = [(topics.router_state, f"k{i}".encode(), f"v{i}".encode(), i % 3) for i in range(30)]
+    items.append((topics.router_state, b"k0", None, 0))  # a tombstone
+    items.append((topics.dispatch, b"acme", b"keyed", None))  # partitioned by its key
+    async with RecordProducer(kafka_settings) as producer:
+        await producer.send_raw_many_soon(iter(items))
+        await producer.flush()
+        keyed = await producer.send_raw(topics.dispatch, b"acme", b"again")
+    state = await consume(kafka_settings.bootstrap, topics.router_state, count=31)
+    by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+    for r in state:
+        by_partition.setdefault(r.partition, []).append((r.key, r.value))
+    for p in range(3):  # each on the partition it named, in the order given
+        assert by_partition[p] == [(key, value) for _, key, value, part in items[:31] if part == p]
+    dispatched = await consume(kafka_settings.bootstrap, topics.dispatch, count=2)
+    assert {r.partition for r in dispatched} == {keyed.partition}  # the key's partition, as send gives it
 
 
 async def test_a_flush_waits_for_what_was_sent_before_it_while_others_keep_sending(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from switchboard.common.events import Channel, Dispatch, DispatchKind, decode
-from switchboard.common.kafka import BrokerUnavailable, RecordProducer
+from switchboard.common.kafka import BrokerUnavailable, RawRecord, RecordProducer
 from switchboard.common.runtime import KAFKA, REGISTRY
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.testing import consume_all, eventually
@@ -43,16 +43,17 @@ async def test_crash_between_changelog_and_dispatches_resends_the_outbox(
     async with router(settings) as (app, _url), RecordProducer(kafka_settings) as producer:
         service = app[ROUTER]
         router_producer = app[KAFKA].producer
-        original = router_producer.send_raw_soon
+        original = router_producer.send_raw_many_soon
         failures: list[str] = []
 
-        async def failing_send(topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> Any:
-            if topic == topics.dispatch and not failures:
-                failures.append(topic)  # the changelog (with the outbox) is already acknowledged
+        async def failing_send(items: Iterable[RawRecord]) -> None:
+            records = list(items)
+            if not failures and any(topic == topics.dispatch for topic, *_ in records):
+                failures.append(topics.dispatch)  # the changelog (with the outbox) is already acknowledged
                 raise BrokerUnavailable("simulated: broker lost after the changelog was written")
-            return await original(topic, key, value, **kwargs)
+            await original(records)
 
-        router_producer.send_raw_soon = failing_send  # type: ignore[method-assign]
+        router_producer.send_raw_many_soon = failing_send  # type: ignore[method-assign]
         await producer.send(topics.agent_events, agent("ann", billing=5))
         await producer.send(topics.inbound, inbound(1, text="invoice"))
         await producer.send(topics.inbound, inbound(2, text="invoice"))

@@ -41,7 +41,7 @@ from switchboard.common.events import (
     RoutingLogEntry,
     new_id,
 )
-from switchboard.common.kafka import BrokerUnavailable, ConsumerLoop, Message, RecordProducer
+from switchboard.common.kafka import BrokerUnavailable, ConsumerLoop, Message, RawRecord, RecordProducer
 from switchboard.common.logging import get_logger
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.topics import Topics
@@ -257,28 +257,26 @@ class RouterService:
         outboxes: list[tuple[int, bytes, Outbox]] = []
         try:
             # 1. The changelog: outbox first, entities, then the input position.
+            changelog: list[RawRecord] = []
             for partition, step in steps.items():
                 for outbox in Outbox.split(step.dispatches, step.log, self.outbox_max_bytes):
                     key = outbox_key(partition, new_id())
-                    await self.producer.send_raw_soon(state_topic, key, outbox.encode(), partition=partition)
+                    changelog.append((state_topic, key, outbox.encode(), partition))
                     outboxes.append((partition, key, outbox))
-                for key, value in step.state.items():
-                    await self.producer.send_raw_soon(state_topic, key, value, partition=partition)
+                changelog.extend((state_topic, key, value, partition) for key, value in step.state.items())
                 if step.position:
                     position = self._positions.setdefault(partition, {})
                     position.update(step.position)
-                    await self.producer.send_raw_soon(
-                        state_topic, position_key(partition), encode_position(position), partition=partition
-                    )
+                    changelog.append((state_topic, position_key(partition), encode_position(position), partition))
+            await self.producer.send_raw_many_soon(changelog)
             await self.producer.flush()
             # 2. The outputs, only once the state that produced them is durable: the bytes the
             #    outbox holds (encoded once), keyed by tenant like any record.
-            for _, _, outbox in outboxes:
-                await self._send_outbox(outbox)
+            await self.producer.send_raw_many_soon(self._outputs(outbox for _, _, outbox in outboxes))
             await self.producer.flush()
             # 3. The outboxes are done (their tombstones are flushed with the input commit).
-            for partition, key, _ in outboxes:
-                await self.producer.send_raw_soon(state_topic, key, None, partition=partition)
+            tombstones = ((state_topic, key, None, partition) for partition, key, _ in outboxes)
+            await self.producer.send_raw_many_soon(tombstones)
         except BaseException:
             self._poisoned = True
             raise
@@ -415,15 +413,17 @@ class RouterService:
             log.warning("changelog state of tenants not in the rules is kept but not loaded", tenants=sorted(dropped))
         return len(loaded)
 
-    async def _send_outbox(self, outbox: Outbox) -> None:
-        """Enqueue an outbox's dispatches and routing-log entries, each keyed by its tenant."""
-        tenants = iter(outbox.tenants)
-        for raw in outbox.dispatches:
-            tenant = next(tenants, None)
-            await self.producer.send_raw_soon(self.topics.dispatch, tenant.encode() if tenant else None, raw)
-        for raw in outbox.log:
-            tenant = next(tenants, None)
-            await self.producer.send_raw_soon(self.topics.routing_log, tenant.encode() if tenant else None, raw)
+    def _outputs(self, outboxes: Iterable[Outbox]) -> Iterator[RawRecord]:
+        """The outboxes' dispatches and routing-log entries as records, each keyed by its tenant."""
+        dispatch, routing_log = self.topics.dispatch, self.topics.routing_log
+        for outbox in outboxes:
+            tenants = iter(outbox.tenants)
+            for raw in outbox.dispatches:
+                tenant = next(tenants, None)
+                yield dispatch, tenant.encode() if tenant else None, raw, None
+            for raw in outbox.log:
+                tenant = next(tenants, None)
+                yield routing_log, tenant.encode() if tenant else None, raw, None
 
     async def _resend(self, states: dict[int, PartitionState]) -> int:
         """Send the outputs of unfinished steps again (same ids: receivers deduplicate), then close them.
@@ -431,15 +431,12 @@ class RouterService:
         An outbox is tombstoned only after its records are acknowledged: if this fails, the
         next restore finds the outbox again.
         """
-        done: list[tuple[int, bytes]] = []
-        for partition, state in states.items():
-            for key, outbox in state.outboxes.items():
-                await self._send_outbox(outbox)
-                done.append((partition, key))
+        done = [(p, key, outbox) for p, state in states.items() for key, outbox in state.outboxes.items()]
         if not done:
             return 0
+        await self.producer.send_raw_many_soon(self._outputs(outbox for _, _, outbox in done))
         await self.producer.flush()
-        for partition, key in done:
-            await self.producer.send_raw_soon(self.topics.router_state, key, None, partition=partition)
+        state_topic = self.topics.router_state
+        await self.producer.send_raw_many_soon((state_topic, key, None, partition) for partition, key, _ in done)
         await self.producer.flush()
         return len(done)

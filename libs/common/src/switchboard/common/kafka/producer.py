@@ -19,6 +19,8 @@ from switchboard.common.settings import KafkaSettings
 log = get_logger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
+RawRecord = tuple[str, bytes | None, bytes | None, int | None]
+"""(topic, key, value, partition) of :meth:`RecordProducer.send_raw_many_soon`; value None is a tombstone."""
 
 
 class BrokerUnavailable(RuntimeError):
@@ -171,6 +173,29 @@ class RecordProducer:
         self._pending.add(future)
         future.add_done_callback(self._settled)
         return future
+
+    async def send_raw_many_soon(self, items: Iterable[RawRecord]) -> None:
+        """Enqueue many raw records under one ``send_timeout`` (not one timer per record); see :meth:`flush`.
+
+        A writer that enqueues a whole step (a changelog, its outputs) saves a timer per record.
+        """
+        producer = self._require()
+        topic = ""
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                for topic, key, value, partition in items:
+                    future: asyncio.Future[RecordMetadata] = await producer.send(
+                        topic, value=value, key=key, partition=partition
+                    )
+                    self._watch(topic, future)
+                    self._pending.add(future)
+                    future.add_done_callback(self._settled)
+        except MessageSizeTooLargeError as exc:
+            self._count_error(topic)
+            raise RecordTooLarge(f"a record for {topic} is too large: {exc}") from exc
+        except (KafkaError, TimeoutError) as exc:
+            self._count_error(topic)
+            raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
 
     def _settled(self, future: asyncio.Future[RecordMetadata]) -> None:
         self._pending.discard(future)
