@@ -150,8 +150,24 @@ class RecordProducer:
         *,
         partition: int | None = None,
     ) -> RecordMetadata:
-        future = await self._enqueue(topic, key, value, headers, partition=partition)
-        return (await self._await_all([future]))[0]
+        """Write raw bytes and wait for the acknowledgement: enqueue and acknowledgement under one timer."""
+        producer = self._require()
+        future: asyncio.Future[RecordMetadata] | None = None
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                future = await producer.send(
+                    topic, value=value, key=key, partition=partition, headers=list(headers) if headers else None
+                )
+                self._watch(topic, future)  # counts the outcome once enqueued
+                return await future
+        except MessageSizeTooLargeError as exc:
+            if future is None:
+                self._count_error(topic)
+            raise RecordTooLarge(f"a record for {topic} is too large: {exc}") from exc
+        except (KafkaError, TimeoutError) as exc:
+            if future is None:
+                self._count_error(topic)
+            raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
 
     async def send_soon(
         self, topic: str, record: Record, *, key: bytes | None = None
