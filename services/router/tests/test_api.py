@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,20 @@ async def test_writes_validate_and_land_on_agent_events(
         transfer = {"agent_id": "ann", "to_queue": "general"}
         async with http.post(f"{url}/v1/tenants/acme/conversations/c-1/transfer", json=transfer) as answer:
             assert answer.status == 202
+        # under the body limit, but "1e9" is written back as 1000000000.0: the record is over 1 MiB
+        bloated = '{"attributes": {"n": [' + ",".join(["1e9"] * 150_000) + "]}}"
+        headers = {"Content-Type": "application/json"}
+        async with http.put(
+            f"{url}/v1/tenants/acme/agents/bob", data=io.BytesIO(bloated.encode()), headers=headers
+        ) as answer:
+            assert answer.status == 413
+            assert "record size limit" in (await answer.json())["error"]
+        huge = '{"display_name": "' + "x" * (1024 * 1024) + '"}'
+        async with http.put(
+            f"{url}/v1/tenants/acme/agents/bob", data=io.BytesIO(huge.encode()), headers=headers
+        ) as answer:
+            assert answer.status == 413
+            assert (await answer.json())["error"] == "the body is over 1048576 bytes"
         events = [CODEC.decode(r.value) for r in await consume(kafka_settings.bootstrap, topics.agent_events, count=4)]
         assert isinstance(events[0], AgentUpserted)
         assert events[0].id == accepted["event_id"]

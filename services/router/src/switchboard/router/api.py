@@ -33,7 +33,7 @@ from switchboard.common.events import (
     RoutingDecision,
     RoutingLogEntry,
 )
-from switchboard.common.kafka import BrokerUnavailable
+from switchboard.common.kafka import BrokerUnavailable, RecordTooLarge
 from switchboard.common.logging import get_logger
 from switchboard.common.runtime import KAFKA, TOPICS
 from switchboard.router.service import RouterService
@@ -77,6 +77,8 @@ async def _body(request: web.Request) -> dict[str, Any] | web.Response:
         return {}
     try:
         data = await request.json()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"the body is over {request.client_max_size} bytes")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return _error(400, f"the body is not valid JSON: {exc}")
     if not isinstance(data, dict):
@@ -119,6 +121,9 @@ def _writer(
             return _error(422, "the request is not valid", details=details)
         try:
             await request.app[KAFKA].producer.send(request.app[TOPICS].agent_events, event)
+        except RecordTooLarge:
+            log.info("agent event refused: over the record size limit", schema=event.schema_id())
+            return _error(413, "the event is larger than the broker's record size limit")
         except BrokerUnavailable as exc:
             log.warning("agent event not written: broker unavailable", schema=event.schema_id(), error=str(exc))
             return _error(503, "the broker is unavailable; retry", retry_after_seconds=1)
