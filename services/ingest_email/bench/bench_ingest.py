@@ -1,6 +1,10 @@
 """End-to-end ingest throughput onto a real broker, each next to a baseline from the same run.
 
-Run: ``.venv/bin/python services/ingest_email/bench/bench_ingest.py [--messages 2000]``
+Run: ``.venv/bin/python services/ingest_email/bench/bench_ingest.py [--messages 2000] [--log-level info]``
+
+The service logs at ``warning`` unless ``--log-level`` says otherwise; deployments run at
+``info``, which costs whatever the service logs per message on top (nothing since the
+per-message "inbound email published" line moved to debug).
 
 * webhook: SendGrid Inbound Parse posts (raw MIME in ``email``) and signed Mailgun routes
   (raw MIME in ``body-mime``) through the full service (auth, form parsing, normalization,
@@ -213,7 +217,7 @@ class Row:
     full: Run
 
 
-async def bench(bootstrap: str, count: int, concurrency: int, smtp_count: int) -> list[Row]:
+async def bench(bootstrap: str, count: int, concurrency: int, smtp_count: int, log_level: str) -> list[Row]:
     settings = IngestEmailSettings(
         kafka=KafkaSettings(bootstrap=bootstrap, partitions=3),
         topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
@@ -222,7 +226,7 @@ async def bench(bootstrap: str, count: int, concurrency: int, smtp_count: int) -
         recipients={"@bench.example": "bench"},
         sendgrid_secrets={"bench": SECRET},
         mailgun_signing_keys={"bench": MAILGUN_KEY},
-        log_level="warning",
+        log_level=log_level,
     )
     app = build_app(settings)
     pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
@@ -268,10 +272,16 @@ def main() -> None:
     parser.add_argument("--smtp-messages", type=int, default=960, help="SMTP messages (split over 16 clients)")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--json", default=None, help="also write the figures here as JSON")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning"],
+        help="the service's log level (deployments run at info; the log lines go to stderr)",
+    )
     args = parser.parse_args()
-    configure_logging("warning", "json")  # as the service runs it: one info line per message otherwise
+    configure_logging(args.log_level, "json")
     with bootstrap_or_embedded() as bootstrap:
-        rows = asyncio.run(bench(bootstrap, args.messages, args.concurrency, args.smtp_messages))
+        rows = asyncio.run(bench(bootstrap, args.messages, args.concurrency, args.smtp_messages, args.log_level))
     raw = message(0)
     started, n = time.thread_time(), 500  # CPU time of this thread: the others' load does not count
     for _ in range(n):

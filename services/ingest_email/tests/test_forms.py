@@ -93,6 +93,7 @@ async def test_field_bytes_are_kept_as_sent() -> None:
         'form-data; name="x"; filename="a\\"b.txt"',
         'form-data; name="x"; filename="a;b.txt"',
         'attachment; filename="x.txt"',
+        'form-data; name="long"; filename="' + "a" * 300 + '.pdf"',  # past the cache's length limit
         "",
     ],
 )
@@ -100,6 +101,7 @@ def test_disposition_reads_as_aiohttp_does(header: str) -> None:
     _, params = parse_content_disposition(header)
     expected = (content_disposition_filename(params, "name"), content_disposition_filename(params, "filename"))
     assert parse_disposition(header) == expected
+    assert parse_disposition(header) == expected  # the second time from the cache, same answer
 
 
 def test_disposition_fast_path_values() -> None:

@@ -37,7 +37,7 @@ class FakePublisher:
         self.fail_on = fail_on or set()
         self.calls = 0
 
-    async def publish(self, record: InboundMessage) -> None:
+    async def publish(self, record: InboundMessage, encoded: bytes) -> None:
         self.calls += 1
         if self.calls in self.fail_on:
             raise PublishError("broker down")

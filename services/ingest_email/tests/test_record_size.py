@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from switchboard.common.events import ContactHandle, ContactIdentity, InboundMessage, encode
-from switchboard.ingest_email.record_size import RecordTooLarge, fit_record
+from switchboard.ingest_email.record_size import RecordTooLarge, fit_encoded, fit_record
 
 
 def record(text: str = "", html: str | None = None, quoted: str | None = None, **extra: object) -> InboundMessage:
@@ -58,3 +58,15 @@ def test_a_record_too_large_without_its_bodies_is_refused() -> None:
     heavy = record("hi", provider_metadata={"headers": "x" * 200_000})
     with pytest.raises(RecordTooLarge, match="without its bodies"):
         fit_record(heavy, 100 * 1024)
+
+
+def test_fit_encoded_returns_the_bytes_of_the_record_it_returns() -> None:
+    small = record("hello", "<p>hello</p>")
+    same, encoded = fit_encoded(small, 64 * 1024)
+    assert same is small
+    assert encoded == encode(small)
+    big = record(text="x" * 50_000, html="<p>" + "y" * 100_000)
+    cut, encoded = fit_encoded(big, 80 * 1024)
+    assert cut.html != big.html
+    assert encoded == encode(cut)
+    assert len(encoded) <= 80 * 1024

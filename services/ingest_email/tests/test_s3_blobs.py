@@ -92,7 +92,7 @@ class CheckingPublisher:
         self.store = store
         self.records: list[InboundMessage] = []
 
-    async def publish(self, record: InboundMessage) -> None:
+    async def publish(self, record: InboundMessage, encoded: bytes) -> None:
         for att in record.attachments:
             assert att.blob_ref is not None
             content = await self.store.get(att.blob_ref)  # raises if missing
@@ -163,7 +163,7 @@ async def test_store_down_gives_503_and_451_and_publishes_nothing() -> None:
     publisher_records: list[InboundMessage] = []
 
     class Recording:
-        async def publish(self, record: InboundMessage) -> None:
+        async def publish(self, record: InboundMessage, encoded: bytes) -> None:
             publisher_records.append(record)
 
     app = build_app(settings(f"http://127.0.0.1:{closed_port()}"), publisher=Recording())

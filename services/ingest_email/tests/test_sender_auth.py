@@ -14,7 +14,7 @@ from switchboard.common.events import InboundMessage
 from switchboard.ingest_email.ingest import EmailIngestor
 from switchboard.ingest_email.provider_verdicts import mailgun_verdict, postmark_verdict, sendgrid_verdict
 from switchboard.ingest_email.routing import Route
-from switchboard.ingest_email.sender_auth import SenderVerifier, VerificationPolicy, aligned
+from switchboard.ingest_email.sender_auth import SenderVerifier, VerificationPolicy, _header_block, aligned
 
 
 class FakeResolver:
@@ -158,7 +158,7 @@ class Collect:
     def __init__(self) -> None:
         self.records: list[InboundMessage] = []
 
-    async def publish(self, record: InboundMessage) -> None:
+    async def publish(self, record: InboundMessage, encoded: bytes) -> None:
         self.records.append(record)
 
 
@@ -182,3 +182,27 @@ async def test_two_from_addresses_are_never_verified(key: tuple[bytes, bytes]) -
     raw = sign(message(from_="ann@acme.example, bob@acme.example"), key[0])
     record = await ingestor.ingest(raw, route=Route("acme"), provider="smtp")
     assert not any(h.verified for h in record.contact.handles)
+
+
+async def test_a_bare_lf_signed_message_still_verifies(key: tuple[bytes, bytes]) -> None:
+    v, resolver = verifier(key[1])
+    raw = sign(message(), key[0]).replace(b"\r\n", b"\n")  # dkimpy canonicalizes line endings
+    assert (await v.verify(raw, "ann@acme.example")).verified
+    assert resolver.asked == ["s1._domainkey.acme.example."]
+
+
+async def test_a_signature_quoted_in_the_body_is_no_signature(key: tuple[bytes, bytes]) -> None:
+    v, resolver = verifier(key[1])
+    signed = sign(message(), key[0])
+    for eol in (b"\r\n", b"\n"):  # a forwarded signed message pasted into the body, either line ending
+        raw = message(body=b"see below" + eol + signed).replace(b"\r\n", eol)
+        assert not (await v.verify(raw, "ann@acme.example")).verified
+    assert resolver.asked == []  # only the header block is looked at: no key is ever fetched
+
+
+def test_header_block_ends_at_the_first_empty_line() -> None:
+    assert _header_block(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore") == b"A: 1\r\nB: 2\r"
+    assert _header_block(b"A: 1\nB: 2\n\nbody\n\nmore") == b"A: 1\nB: 2"
+    assert _header_block(b"A: 1\nB: 2\n\nbody\r\n\r\nmore") == b"A: 1\nB: 2"  # the earlier of the two
+    assert _header_block(b"A: 1\r\nB: 2") == b"A: 1\r\nB: 2"  # no body at all
+    assert _header_block(b"A: 1\r\nB: 2\r\n", limit=4) == b"A: 1"

@@ -27,7 +27,7 @@ class FakePublisher:
         self.records: list[InboundMessage] = []
         self.fail = False
 
-    async def publish(self, record: InboundMessage) -> None:
+    async def publish(self, record: InboundMessage, encoded: bytes) -> None:
         if self.fail:
             raise PublishError("broker down")
         self.records.append(record)
@@ -207,10 +207,10 @@ async def test_stop_drains_a_message_in_flight() -> None:
             self.entered = asyncio.Event()
             self.release = asyncio.Event()
 
-        async def publish(self, record: InboundMessage) -> None:
+        async def publish(self, record: InboundMessage, encoded: bytes) -> None:
             self.entered.set()
             await self.release.wait()
-            await super().publish(record)
+            await super().publish(record, encoded)
 
     publisher = GatedPublisher()
     server = await start(publisher)

@@ -15,13 +15,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from switchboard.common.events import InboundMessage
+from switchboard.common.events import InboundMessage, decode, encode
 from switchboard.ingest_email.ingest import EmailIngestor
 from switchboard.ingest_email.publish import PublishError
 from switchboard.ingest_email.routing import RecipientMap, Route
 from switchboard.ingest_email.sender_auth import SenderVerifier, VerificationPolicy
 from switchboard.ingest_email.webhook_auth import MailgunVerifier, ReplayCache
-from switchboard.ingest_email.webhooks import WEBHOOKS, InboundWebhooks, WebhookCredentials
+from switchboard.ingest_email.webhooks import WEBHOOKS, InboundWebhooks, WebhookCredentials, accepted
 
 CORPUS = Path(__file__).parent / "corpus"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -36,9 +36,11 @@ class FakePublisher:
         self.records: list[InboundMessage] = []
         self.fail = False
 
-    async def publish(self, record: InboundMessage) -> None:
+    async def publish(self, record: InboundMessage, encoded: bytes) -> None:
         if self.fail:
             raise PublishError("broker down")
+        assert encoded == encode(record)  # the bytes sent are the record's, encoded once upstream
+        assert decode(encoded) == record
         self.records.append(record)
 
 
@@ -451,3 +453,11 @@ async def test_mailgun_spf_verdict_needs_an_aligned_envelope_sender(client: Clie
     aligned_record, misaligned = publisher.records
     assert aligned_record.contact.handles[0].verified
     assert not misaligned.contact.handles[0].verified
+
+
+@pytest.mark.parametrize("record_id", ["0f8fad5b-d9cb-469f-a165-70867728950e", 'a "quoted" \\ id', "ünïcödé"])
+def test_the_accepted_answer_is_json_responses_byte_for_byte(record_id: str) -> None:
+    fast, generic = accepted(record_id), web.json_response({"status": "accepted", "id": record_id})
+    assert fast.body == generic.body
+    assert fast.status == generic.status == 200
+    assert dict(fast.headers) == dict(generic.headers)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import urllib.parse
 import zlib
 from collections.abc import AsyncIterable
@@ -75,8 +76,19 @@ def parse_disposition(header: str | None) -> tuple[str | None, str | None]:
     """(name, filename) of a form part's ``Content-Disposition``, as aiohttp reads them.
 
     The plain quoted form providers send is read here; any other shape is left to
-    aiohttp's parser, so both give the same answer for every header.
+    aiohttp's parser, so both give the same answer for every header. The answer is a pure
+    function of the header, so short headers (a provider posts the same few on every
+    request) are answered from a bounded cache.
     """
+    if header is not None and len(header) <= _CACHED_HEADER_CHARS:
+        return _cached_disposition(header)
+    return _disposition(header)
+
+
+_CACHED_HEADER_CHARS = 256
+
+
+def _disposition(header: str | None) -> tuple[str | None, str | None]:
     if not header:
         return None, None
     disptype, *items = header.split(";")
@@ -102,6 +114,9 @@ def parse_disposition(header: str | None) -> tuple[str | None, str | None]:
             return params.get("name"), params.get("filename")
     _, full = parse_content_disposition(header)
     return content_disposition_filename(full, "name"), content_disposition_filename(full, "filename")
+
+
+_cached_disposition = functools.lru_cache(maxsize=1024)(_disposition)
 
 
 def _decode_part(data: bytes, headers: dict[str, str], max_bytes: int) -> bytes:

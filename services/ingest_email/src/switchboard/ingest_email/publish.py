@@ -15,9 +15,13 @@ class PublishError(RuntimeError):
 
 
 class Publisher(Protocol):
-    """Writes one inbound message; returns only once it is durably acknowledged, raises otherwise."""
+    """Writes one inbound message; returns only once it is durably acknowledged, raises otherwise.
 
-    async def publish(self, record: InboundMessage) -> None: ...
+    ``encoded`` is ``encode(record)``, already computed when the record's size was checked
+    (:func:`~.record_size.fit_encoded`): what goes on the wire, so it is not encoded twice.
+    """
+
+    async def publish(self, record: InboundMessage, encoded: bytes) -> None: ...
 
 
 class ProducerPublisher:
@@ -27,8 +31,8 @@ class ProducerPublisher:
         self._producer = producer
         self._topic = topic
 
-    async def publish(self, record: InboundMessage) -> None:
+    async def publish(self, record: InboundMessage, encoded: bytes) -> None:
         try:
-            await self._producer.send(self._topic, record)
+            await self._producer.send_raw(self._topic, record.key(), encoded)
         except BrokerUnavailable as exc:
             raise PublishError(str(exc)) from exc

@@ -19,7 +19,7 @@ import orjson
 
 from switchboard.common.events import InboundMessage, encode
 
-__all__ = ["DEFAULT_MAX_RECORD_BYTES", "RecordTooLarge", "fit_record"]
+__all__ = ["DEFAULT_MAX_RECORD_BYTES", "RecordTooLarge", "fit_encoded", "fit_record"]
 
 DEFAULT_MAX_RECORD_BYTES = 900 * 1024
 """Under the 1 MiB default of a broker's ``message.max.bytes``, with room for the batch's own bytes."""
@@ -33,22 +33,31 @@ class RecordTooLarge(ValueError):
 
 def fit_record(record: InboundMessage, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> InboundMessage:
     """``record``, or a copy with its bodies shortened so that it encodes to ``max_bytes`` at most."""
-    size = len(encode(record))
-    if size <= max_bytes:
-        return record
+    return fit_encoded(record, max_bytes)[0]
+
+
+def fit_encoded(record: InboundMessage, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> tuple[InboundMessage, bytes]:
+    """:func:`fit_record`'s record and its encoded bytes (``encode(record)``), so that the
+    publish sends the bytes measured here instead of encoding the record once more."""
+    encoded = encode(record)
+    if len(encoded) <= max_bytes:
+        return record, encoded
+    size = len(encoded)
     for name in _SHRINKABLE:
         value: str | None = getattr(record, name)
         if not value or size <= max_bytes:
             continue
         defect = f"{name.replace('_', '-')}-truncated-to-fit-record"  # named first: it counts in the size too
         record = record.model_copy(update={"parser_defects": (*record.parser_defects, defect)})
-        size = len(encode(record))
+        encoded = encode(record)
+        size = len(encoded)
         while value and size > max_bytes:
             per_char = len(orjson.dumps(value)) / len(value)  # escapes and multi-byte characters counted
             keep = max(0, len(value) - math.ceil((size - max_bytes) / per_char) - 16)
             value = value[:keep]
             record = record.model_copy(update={name: value if value or name == "text" else None})
-            size = len(encode(record))
+            encoded = encode(record)
+            size = len(encoded)
     if size > max_bytes:
         raise RecordTooLarge(f"the record is {size} bytes without its bodies; at most {max_bytes} are allowed")
-    return record
+    return record, encoded

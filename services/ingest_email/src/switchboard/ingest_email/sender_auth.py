@@ -183,6 +183,17 @@ _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _AUTHRES = authres.FeatureContext(authres.dmarc)
 
 
+def _header_block(raw: bytes, limit: int = 65536) -> bytes:
+    """The bytes before the first empty line (within the first ``limit``): every header any
+    reader (ours, dkimpy) can find is in there, so the cheap "is there a DKIM-Signature or
+    Authentication-Results at all" checks need not lower-case the whole body too."""
+    end = raw.find(b"\n\r\n", 0, limit)  # CRLF mail: usually a few hundred bytes in
+    if end >= 0:
+        limit = end
+    bare = raw.find(b"\n\n", 0, limit)  # bare-LF mail, searched only up to there
+    return raw[: bare if bare >= 0 else limit]
+
+
 def _headers(raw: bytes) -> list[tuple[bytes, bytes]]:
     """The header fields, in order, unfolded values (parsing stops at the first blank line)."""
     match = _HEAD_END_RE.search(raw)
@@ -211,7 +222,7 @@ class SenderVerifier:
         if author_domain is None:
             return _NOT_VERIFIED
         policy = self.policy
-        head = raw[:65536].lower()
+        head = _header_block(raw).lower()
         signed = b"dkim-signature:" in head
         if provider is not None and policy.provider_verdicts:
             verdict = self._provider(provider, author_domain, raw if signed else b"")

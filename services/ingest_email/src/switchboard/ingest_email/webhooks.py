@@ -42,7 +42,7 @@ from .routing import InvalidAddress, RecipientMap, Route
 from .sender_auth import ProviderVerdict
 from .webhook_auth import AuthError, MailgunVerifier, check_basic_auth, check_secret
 
-__all__ = ["WEBHOOKS", "InboundWebhooks", "WebhookCredentials", "mime_from_fields"]
+__all__ = ["WEBHOOKS", "InboundWebhooks", "WebhookCredentials", "accepted", "mime_from_fields"]
 
 log = get_logger(__name__)
 
@@ -70,6 +70,13 @@ def _error(status: int, code: str, detail: str) -> web.Response:
     if status == 401:
         headers = {"WWW-Authenticate": 'Basic realm="switchboard"'}
     return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
+
+
+def accepted(record_id: str) -> web.Response:
+    """``web.json_response({"status": "accepted", "id": record_id})``, byte for byte and header
+    for header, without its generic dict encoding (about half the cost, on every message)."""
+    body = b'{"status": "accepted", "id": ' + json.dumps(record_id).encode() + b"}"
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 _HeaderList = list[tuple[str, str]]
@@ -214,7 +221,7 @@ class InboundWebhooks:
         except RecordTooLarge as exc:
             log.warning("webhook message too large to publish", tenant=tenant, provider=provider)
             return _error(413, "too_large", str(exc))
-        return web.json_response({"status": "accepted", "id": record.id})
+        return accepted(record.id)
 
     async def _guard(self, request: web.Request, handler: Any) -> web.Response:
         tenant = request.match_info["tenant"]
