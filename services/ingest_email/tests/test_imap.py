@@ -9,11 +9,14 @@ from typing import Any
 
 import pytest
 
-from switchboard.common.events import InboundMessage
+from switchboard.common.events import InboundMessage, encode
 from switchboard.common.testing import eventually
 from switchboard.ingest_email.imap import ImapError, ImapMailbox, ImapPoller, fetched_message, search_uids
 from switchboard.ingest_email.ingest import EmailIngestor
+from switchboard.ingest_email.normalize import NormalizeLimits
 from switchboard.ingest_email.publish import PublishError
+from switchboard.ingest_email.record_size import RecordTooLarge
+from switchboard.ingest_email.routing import Route
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MAILBOX = ImapMailbox(
@@ -25,6 +28,7 @@ MAILBOX = ImapMailbox(
     address="support+tok9@acme.example",
     inbox="support",
 )
+ROUTE = Route("acme", "support")
 
 
 def raw(n: int) -> bytes:
@@ -32,15 +36,23 @@ def raw(n: int) -> bytes:
 
 
 class FakePublisher:
-    def __init__(self, fail_on: set[int] | None = None) -> None:
+    def __init__(
+        self, fail_on: set[int] | None = None, *, too_large_on: set[int] | None = None, bug_on: set[int] | None = None
+    ) -> None:
         self.records: list[InboundMessage] = []
         self.fail_on = fail_on or set()
+        self.too_large_on = too_large_on or set()
+        self.bug_on = bug_on or set()
         self.calls = 0
 
     async def publish(self, record: InboundMessage, encoded: bytes) -> None:
         self.calls += 1
         if self.calls in self.fail_on:
             raise PublishError("broker down")
+        if self.calls in self.too_large_on:
+            raise RecordTooLarge("over the broker's limit")
+        if self.calls in self.bug_on:
+            raise KeyError("a bug")
         self.records.append(record)
 
 
@@ -64,6 +76,10 @@ class FakeSession:
         self.server.marked.append(uid)
         del self.server.unseen[uid]
 
+    async def mark_refused(self, uid: str) -> None:
+        self.server.refused.append(uid)
+        del self.server.unseen[uid]
+
     async def wait_for_new(self, timeout: float) -> None:
         self.server.waits.append(timeout)
         if len(self.server.waits) >= self.server.stop_after_waits:
@@ -78,6 +94,7 @@ class FakeServer:
     def __init__(self, messages: dict[str, bytes]) -> None:
         self.unseen = dict(messages)
         self.marked: list[str] = []
+        self.refused: list[str] = []
         self.waits: list[float] = []
         self.sessions: list[FakeSession] = []
         self.refuse_connects = 0
@@ -131,6 +148,35 @@ async def test_broker_failure_leaves_message_unseen_and_it_is_retried() -> None:
     assert all(s.closed for s in server.sessions)
     assert sleeps == [0.5]
     assert poller.failures == 1
+
+
+async def test_a_message_too_large_to_publish_is_flagged_and_the_next_one_goes_on() -> None:
+    server = FakeServer({"1": raw(1), "2": raw(2)})
+    publisher = FakePublisher(too_large_on={1})
+    poller = ImapPoller(MAILBOX, EmailIngestor(publisher, clock=lambda: NOW), connect=server.connect)
+    session = await server.connect(MAILBOX)
+    assert await poller.poll_once(session) == 1
+    assert (server.refused, server.marked) == (["1"], ["2"])  # not retried on every poll, not blocking
+    assert [r.provider_message_id for r in publisher.records] == ["m2@customer.example"]
+    assert await poller.poll_once(session) == 0
+    assert poller.refused == 1
+
+
+async def test_an_unexpected_error_does_not_end_the_polling() -> None:
+    server = FakeServer({"1": raw(1)})
+    publisher = FakePublisher(bug_on={1})
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    poller = ImapPoller(
+        MAILBOX, EmailIngestor(publisher, clock=lambda: NOW), connect=server.connect, sleep=sleep, backoff_initial=0.5
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await poller.run()
+    assert server.marked == ["1"]  # published by the second session
+    assert (poller.failures, sleeps, len(server.sessions)) == (1, [0.5], 2)
 
 
 async def test_reconnects_with_exponential_backoff() -> None:
@@ -225,6 +271,23 @@ async def test_aioimaplib_session_moves_when_configured(imap_server: Any) -> Non
     async with ImapPoller(mailbox, EmailIngestor(publisher, clock=lambda: NOW)):
         await eventually(lambda: imap_server.messages[0].folder == "Processed")
     assert len(publisher.records) == 1
+
+
+async def test_aioimaplib_flags_a_message_that_cannot_be_published(imap_server: Any) -> None:
+    imap_server.add(b"Subject: " + b"s" * 2000 + b"\r\n" + raw(1))  # a subject is never cut to fit
+    imap_server.add(raw(2))
+    publisher = FakePublisher()
+    mailbox = replace(MAILBOX, host="127.0.0.1", port=imap_server.port, use_ssl=False, idle=False)
+    plain = await EmailIngestor(publisher, clock=lambda: NOW).normalize(
+        raw(2), route=ROUTE, provider="imap", recipient=MAILBOX.address
+    )
+    limits = NormalizeLimits(max_record_bytes=len(encode(plain)) + 200)  # room for the second, not the first
+    async with ImapPoller(mailbox, EmailIngestor(publisher, clock=lambda: NOW, limits=limits)):
+        await eventually(lambda: all("\\Seen" in m.flags for m in imap_server.messages))
+    first, second = imap_server.messages
+    assert first.flags == {"\\Seen", "\\Flagged"}  # left in the mailbox for a person
+    assert (first.folder, second.flags) == ("INBOX", {"\\Seen"})
+    assert [r.provider_message_id for r in publisher.records] == ["m2@customer.example"]
 
 
 async def test_aioimaplib_wrong_password_is_retried_not_raised(imap_server: Any) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from switchboard.common.events import ContactHandle, ContactIdentity, InboundMessage, encode
+from switchboard.common.kafka import BrokerUnavailable
+from switchboard.common.kafka import RecordTooLarge as ProducerRecordTooLarge
+from switchboard.common.metrics import new_registry
+from switchboard.ingest_email.ingest import EmailIngestor, IngestMetrics
+from switchboard.ingest_email.publish import ProducerPublisher, PublishError
 from switchboard.ingest_email.record_size import RecordTooLarge, fit_encoded, fit_record
+from switchboard.ingest_email.routing import Route
 
 
 def record(text: str = "", html: str | None = None, quoted: str | None = None, **extra: object) -> InboundMessage:
@@ -70,3 +76,37 @@ def test_fit_encoded_returns_the_bytes_of_the_record_it_returns() -> None:
     assert cut.html != big.html
     assert encoded == encode(cut)
     assert len(encoded) <= 80 * 1024
+
+
+class RefusingProducer:
+    """A stand-in for RecordProducer.send_raw that refuses every write with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def send_raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("refusal", "expected", "outcome"),
+    [
+        (ProducerRecordTooLarge("the broker's limit is lower"), RecordTooLarge, "too_large"),
+        (BrokerUnavailable("not acknowledged"), PublishError, "broker_unavailable"),
+    ],
+    ids=["too-large", "broker-down"],
+)
+async def test_a_broker_refusing_the_size_is_a_permanent_too_large_not_a_retry(
+    refusal: Exception, expected: type[Exception], outcome: str
+) -> None:
+    """A broker whose limit is below SWITCHBOARD_MAX_RECORD_BYTES: SMTP 552 / webhook 413, not 451 / 503."""
+    registry = new_registry()
+    publisher = ProducerPublisher(RefusingProducer(refusal), "inbound.v1")  # type: ignore[arg-type]
+    ingestor = EmailIngestor(publisher, metrics=IngestMetrics(registry))
+    mime = b"From: c@customer.example\r\nMessage-ID: <m1@customer.example>\r\n\r\nhello\r\n"
+    with pytest.raises(expected):
+        await ingestor.ingest(mime, route=Route("acme"), provider="smtp")
+    counted = registry.get_sample_value(
+        "switchboard_ingest_email_messages_total", {"provider": "smtp", "outcome": outcome}
+    )
+    assert counted == 1

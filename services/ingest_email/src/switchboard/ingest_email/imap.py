@@ -24,6 +24,7 @@ from switchboard.common.logging import get_logger
 from .blobs import BlobStoreError
 from .ingest import EmailIngestor
 from .publish import PublishError
+from .record_size import RecordTooLarge
 from .routing import Route
 
 __all__ = [
@@ -69,6 +70,10 @@ class MailboxSession(Protocol):
     async def fetch(self, uid: str) -> bytes | None: ...
 
     async def mark_done(self, uid: str) -> None: ...
+
+    async def mark_refused(self, uid: str) -> None:
+        """Flag a message that can never be published (``\\Seen \\Flagged``); it stays where it is."""
+        ...
 
     async def wait_for_new(self, timeout: float) -> None: ...
 
@@ -145,6 +150,9 @@ class AioImapSession:
             return
         _ok(await self._client.uid("store", uid, "+FLAGS", "(\\Seen)"), "UID STORE")
 
+    async def mark_refused(self, uid: str) -> None:
+        _ok(await self._client.uid("store", uid, "+FLAGS", "(\\Seen \\Flagged)"), "UID STORE")
+
     async def wait_for_new(self, timeout: float) -> None:
         if not (self._mailbox.idle and self._client.has_capability("IDLE")):
             await asyncio.sleep(timeout)
@@ -199,6 +207,7 @@ class ImapPoller:
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.failures = 0
+        self.refused = 0
 
     async def poll_once(self, session: MailboxSession) -> int:
         """Publish every unseen message, marking each only after its publish was acknowledged."""
@@ -209,7 +218,15 @@ class ImapPoller:
             if raw is None:
                 log.warning("imap message vanished before fetch", mailbox=self.mailbox.name)
                 continue
-            await self.ingestor.ingest(raw, route=route, provider="imap", recipient=self.mailbox.address)
+            try:
+                await self.ingestor.ingest(raw, route=route, provider="imap", recipient=self.mailbox.address)
+            except RecordTooLarge:
+                # It can never be published: left in its folder, seen and flagged for a person,
+                # so it neither blocks the mailbox nor comes back on every poll.
+                log.warning("imap message too large to publish; flagged, left in place", mailbox=self.mailbox.name)
+                await session.mark_refused(uid)
+                self.refused += 1
+                continue
             await session.mark_done(uid)
             count += 1
             self.published += 1
@@ -244,6 +261,10 @@ class ImapPoller:
                     error=type(exc).__name__,
                     retry_in=backoff,
                 )
+            except Exception:
+                # A bug must not end the polling of this mailbox for good: log it, back off, go on.
+                self.failures += 1
+                log.exception("imap poll failed unexpectedly", mailbox=self.mailbox.name, retry_in=backoff)
             finally:
                 if session is not None:
                     await session.close()

@@ -22,7 +22,7 @@ from switchboard.common.logging import get_logger
 from .blobs import BlobStore, BlobStoreError
 from .normalize import Normalized, NormalizeLimits, PendingBlob, normalize_message
 from .publish import Publisher
-from .record_size import fit_encoded
+from .record_size import RecordTooLarge, fit_encoded
 from .routing import Route
 from .sender_auth import ProviderVerdict, SenderVerifier, mark_verified
 
@@ -41,7 +41,7 @@ class IngestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.messages = Counter(
             "switchboard_ingest_email_messages",
-            "Inbound emails by provider and outcome (published, broker_unavailable, blob_store_unavailable)",
+            "Inbound emails by provider and outcome (published, broker_unavailable, blob_store_unavailable, too_large)",
             ["provider", "outcome"],
             registry=registry,
         )
@@ -182,7 +182,9 @@ class EmailIngestor:
         """Normalize, store, verify and publish.
 
         Raises :class:`~.blobs.BlobStoreError` when the content could not be stored (nothing
-        is published) and :class:`~.publish.PublishError` when the broker did not acknowledge.
+        is published), :class:`~.record_size.RecordTooLarge` when the record cannot be made
+        small enough for the broker (a retry cannot help) and :class:`~.publish.PublishError`
+        when the broker did not acknowledge.
         """
         try:
             record, encoded = await self._prepare(
@@ -198,8 +200,16 @@ class EmailIngestor:
             if self.metrics is not None:
                 self.metrics.count(provider, "blob_store_unavailable")
             raise
+        except RecordTooLarge:
+            if self.metrics is not None:
+                self.metrics.count(provider, "too_large")
+            raise
         try:
             await self.publisher.publish(record, encoded)
+        except RecordTooLarge:
+            if self.metrics is not None:
+                self.metrics.count(provider, "too_large")
+            raise
         except Exception:
             if self.metrics is not None:
                 self.metrics.count(provider, "broker_unavailable")

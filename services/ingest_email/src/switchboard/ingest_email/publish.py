@@ -6,6 +6,9 @@ from typing import Protocol
 
 from switchboard.common.events import InboundMessage
 from switchboard.common.kafka.producer import BrokerUnavailable, RecordProducer
+from switchboard.common.kafka.producer import RecordTooLarge as ProducerRecordTooLarge
+
+from .record_size import RecordTooLarge
 
 __all__ = ["ProducerPublisher", "PublishError", "Publisher"]
 
@@ -36,3 +39,5 @@ class ProducerPublisher:
             await self._producer.send_raw(self._topic, record.key(), encoded)
         except BrokerUnavailable as exc:
             raise PublishError(str(exc)) from exc
+        except ProducerRecordTooLarge as exc:  # the broker's limit is below ours: a retry cannot help
+            raise RecordTooLarge(str(exc)) from exc
