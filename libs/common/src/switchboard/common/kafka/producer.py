@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import RecordMetadata
 
 from switchboard.common.events import Record, encode
@@ -33,6 +35,27 @@ class RecordTooLarge(ValueError):
     Not a :class:`BrokerUnavailable`, so that no caller retries it: an ingest answers a
     refusal (413, SMTP 552), a consumer loop dead-letters the input that produced it.
     """
+
+
+class CachedKeyPartitioner:
+    """aiokafka's default partitioner, each key's murmur2 hash computed once.
+
+    Records are keyed by tenant: a few keys, each hashed on every send by aiokafka's
+    pure-Python murmur2. The partition is the same as :class:`DefaultPartitioner` gives.
+    """
+
+    def __init__(self, max_keys: int = 4096) -> None:
+        self._hash = functools.lru_cache(maxsize=max_keys)(_positive_murmur2)
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            partition: int = DefaultPartitioner()(key, all_partitions, available)
+            return partition
+        return all_partitions[self._hash(key) % len(all_partitions)]
+
+
+def _positive_murmur2(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 class RecordProducer:
@@ -79,6 +102,7 @@ class RecordProducer:
             enable_idempotence=self._kafka.enable_idempotence,
             linger_ms=self._kafka.linger_ms,
             max_batch_size=self._kafka.max_batch_size,
+            partitioner=CachedKeyPartitioner(),
         )
         try:
             await producer.start()
