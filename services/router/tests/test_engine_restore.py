@@ -169,7 +169,11 @@ def test_restored_conversations_share_repeated_values() -> None:
         assert conv.queue_id is conversations[0].queue_id
         assert conv.provider is conversations[0].provider
         clock = conv.clocks[SlaTarget.FIRST_RESPONSE]  # opened, queued, offered, clocks started at once
-        assert clock.running_since is clock.started_at is conv.opened_at is conv.enqueued_at
+        # held as one float (POSIX seconds), not a datetime per field
+        held = (clock._running_since, clock._started_at, conv._opened_at, conv._enqueued_at)  # type: ignore[attr-defined]
+        assert all(stamp is held[0] for stamp in held)
+        assert isinstance(held[0], float)
+        assert clock.running_since == clock.started_at == conv.opened_at == conv.enqueued_at
         assert conv.opened_at is not None
         assert clock.consumed is ZERO
         assert conv.breaches == ()

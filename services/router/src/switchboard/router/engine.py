@@ -180,7 +180,6 @@ class _Tenant:
         waiting for the customer). A list: an agent holds a handful, and a small set costs
         several times the memory."""
         self.tally: dict[tuple[str | None, ConversationStatus], int] = {}
-        self.tallied: dict[str, tuple[str | None, ConversationStatus]] = {}
         self._tally_keys: dict[tuple[str | None, ConversationStatus], tuple[str | None, ConversationStatus]] = {}
         self._sets: dict[frozenset[str], frozenset[str]] = {}
         self._tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -229,19 +228,30 @@ class _Tenant:
             held.remove(conversation_id)
 
     def recount(self, conversation_id: str) -> None:
-        """Keep the (queue, status) tally of conversations in step with one conversation."""
+        """Keep the (queue, status) tally of conversations in step with one conversation.
+
+        The (queue, status) a conversation is counted under is held on the conversation
+        (``tallied``, one slot, where a dict of a hundred thousand entries costs 37 bytes
+        each); take a conversation out of :attr:`conversations` with :meth:`uncount` first.
+        """
         conv = self.conversations.get(conversation_id)
-        old = self.tallied.get(conversation_id)
-        if conv is not None and old is not None and old[0] == conv.queue_id and old[1] is conv.status:
+        if conv is None:
+            return
+        old = conv.tallied
+        if old is not None and old[0] == conv.queue_id and old[1] is conv.status:
             return
         if old is not None:
-            del self.tallied[conversation_id]
             self.tally[old] -= 1
-        if conv is not None:
-            key = (conv.queue_id, conv.status)
-            key = self._tally_keys.setdefault(key, key)  # one shared tuple per (queue, status)
-            self.tallied[conversation_id] = key
-            self.tally[key] = self.tally.get(key, 0) + 1
+        key = (conv.queue_id, conv.status)
+        key = self._tally_keys.setdefault(key, key)  # one shared tuple per (queue, status)
+        conv.tallied = key
+        self.tally[key] = self.tally.get(key, 0) + 1
+
+    def uncount(self, conv: Conversation) -> None:
+        """Take a conversation out of the (queue, status) tally (it is being dropped or replaced)."""
+        if conv.tallied is not None:
+            self.tally[conv.tallied] -= 1
+            conv.tallied = None
 
     def calendar(self, policy: SlaPolicy) -> Calendar:
         if policy.calendar is None:
@@ -360,6 +370,8 @@ class RouterEngine:
             elif isinstance(record, ContactRecord):
                 t.contacts.add(record.to_contact())
             else:
+                if (replaced := t.conversations.get(record.id)) is not None:
+                    t.uncount(replaced)
                 t.conversations[record.id] = record.to_conversation()
         now = self._clock()
         for tenant_id in touched:
@@ -408,8 +420,7 @@ class RouterEngine:
             conv.contact_id = contact.id
             if conv.customer_name is not None and conv.customer_name == contact.display_name:
                 conv.customer_name = contact.display_name
-            if contact.last_agent_at is not None and contact.last_agent_at == conv.assigned_at:
-                contact.last_agent_at = conv.assigned_at
+            contact.share_last_agent_at(conv)
         conv.fired = t.shared_set(conv.fired)
         conv.breaches = t.shared_tuple(conv.breaches)
 
@@ -466,7 +477,7 @@ class RouterEngine:
             return []
         held = (t.conversations.get(c) for c in t.held.get(agent_id, ()))
         found = [c for c in held if c is not None and c.agent_id == agent_id and c.status in HOLDING]
-        return sorted(found, key=lambda c: (c.opened_at, c.id), reverse=True)
+        return sorted(found, key=lambda c: (c.opened_ts, c.id), reverse=True)
 
     def tenants(self) -> list[str]:
         return sorted(self._tenants)
@@ -518,7 +529,7 @@ class RouterEngine:
             return []
         wanted = frozenset(ConversationStatus(s) for s in statuses) if statuses is not None else None
         found = (c for c in t.conversations.values() if wanted is None or c.status in wanted)
-        return heapq.nlargest(limit, found, key=lambda c: (c.opened_at, c.id))
+        return heapq.nlargest(limit, found, key=lambda c: (c.opened_ts, c.id))
 
     def sla_status(self, tenant_id: str, conversation_id: str) -> list[SlaStatus]:
         """The conversation's running and paused SLA clocks (none without an SLA policy).
@@ -757,7 +768,7 @@ class RouterEngine:
         if by_contact is None:
             by_contact = t.latest[conv.channel] = {}
         current = t.conversations.get(by_contact.get(conv.contact_id, ""))
-        if current is None or current.opened_at <= conv.opened_at:
+        if current is None or current.opened_ts <= conv.opened_ts:
             by_contact[conv.contact_id] = conv.id
 
     def _index_conversation(self, t: _Tenant, conv: Conversation) -> None:
@@ -1777,6 +1788,7 @@ class RouterEngine:
         if call.now - conv.resolved_at < t.options.reopen_window:
             self._schedule_timers(t, conv, call.now)
             return
+        t.uncount(conv)
         del t.conversations[conv.id]
         if conv.thread_key is not None and t.threads.get(conv.thread_key) == conv.id:
             del t.threads[conv.thread_key]

@@ -32,6 +32,8 @@ from switchboard.router.state import (
     ConversationStatus,
     SlaClock,
     SlaClocks,
+    handle_from_text,
+    handle_text,
 )
 
 __all__ = [
@@ -168,13 +170,14 @@ class ContactRecord(_StateModel):
 
     @classmethod
     def of(cls, tenant_id: str, contact: Contact) -> ContactRecord:
-        return cls(tenant_id=tenant_id, handles=tuple(sorted(contact.handles)), **_same(contact, _CONTACT_FIELDS))
+        handles = tuple(sorted(map(handle_text, contact.handles)))
+        return cls(tenant_id=tenant_id, handles=handles, **_same(contact, _CONTACT_FIELDS))
 
     def to_contact(self) -> Contact:
         fields = _same(self, _CONTACT_FIELDS)
         fields["attributes"] = dict(fields["attributes"]) if fields["attributes"] else NO_ATTRIBUTES
         fields["last_agent_at"] = _utc(fields["last_agent_at"])
-        return Contact(handles=self.handles, **fields)
+        return Contact(handles=tuple(map(handle_from_text, self.handles)), **fields)
 
 
 class ClockRecord(BaseModel):

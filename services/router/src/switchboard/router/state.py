@@ -1,7 +1,9 @@
 """In-memory routing state of one tenant: agents, conversations, contacts, and their indexes.
 
-Entities are plain slotted dataclasses (cheap to hold by the hundred thousand); the
-changelog form of each lives in :mod:`switchboard.router.snapshot`. The two indexes keep
+Entities are slotted classes (cheap to hold by the hundred thousand: a conversation keeps
+its rarely set fields in one side object, its times as floats, a single message id bare; a
+contact its handle keys as 16 bytes); the changelog form of each lives in
+:mod:`switchboard.router.snapshot`, unchanged by the compact forms. The two indexes keep
 selection from scanning: :class:`AgentIndex` holds the agents who can take work now,
 per (channel, skill), ordered by each strategy's key; :class:`WaitingIndex` holds queued
 conversations per (queue, relaxation step, channel), ordered by priority then age.
@@ -15,9 +17,9 @@ import heapq
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
@@ -33,11 +35,14 @@ __all__ = [
     "ContactDirectory",
     "Conversation",
     "ConversationStatus",
+    "HandleKey",
     "Signature",
     "SlaClock",
     "SlaClocks",
     "WaitingIndex",
+    "handle_from_text",
     "handle_key",
+    "handle_text",
 ]
 
 PREVIEW_CHARS = 300
@@ -47,6 +52,7 @@ NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
 """The one shared empty attribute map of a contact (an empty dict costs 64 bytes each)."""
 RECENT_MESSAGE_IDS = 32
 ZERO = timedelta(0)
+T = TypeVar("T")
 
 
 class ConversationStatus(enum.StrEnum):
@@ -92,16 +98,120 @@ class Agent:
         }
 
 
-@dataclass(slots=True, frozen=True)
+_EXACT_SECONDS = 2.0**33
+"""Below this many seconds from the epoch (the year 2242) a float holds a time to the
+microsecond: ``datetime.fromtimestamp(t.timestamp(), UTC) == t``."""
+_last_time: list[float] = [0.0]
+"""The float of the last time packed: an equal time packed next (a conversation opened,
+queued and its clocks started at one instant) shares that object."""
+
+_unpacked: list[Any] = [None, None]
+"""The float last read by :func:`unpack_time` and the datetime made of it (held, so the
+float cannot be freed and its identity reused)."""
+
+Stamp = float | datetime | None
+"""A time as a slot holds it: a float (POSIX seconds) for a UTC time of this era, else the
+value itself."""
+
+
+def pack_time(value: datetime | None) -> Stamp:
+    """A time as a float of POSIX seconds (24 bytes, where a datetime is 48) when the float
+    gives it back exactly: a UTC time of this era; anything else as it is."""
+    if value is None or value.tzinfo is not UTC:
+        return value
+    if value is _unpacked[1]:
+        return _unpacked[0]  # type: ignore[no-any-return]  # the float it was read from
+    stamp = value.timestamp()
+    if not -_EXACT_SECONDS < stamp < _EXACT_SECONDS:
+        return value
+    last = _last_time[0]
+    if stamp == last:
+        return last
+    _last_time[0] = stamp
+    return stamp
+
+
+def unpack_time(stamp: Stamp) -> datetime | None:
+    """The inverse of :func:`pack_time`. The time last read is kept with its float, so that
+    the reads of one instant in a row (a conversation's times and its clocks) make one
+    datetime, and packing that datetime again gives back the very float."""
+    if stamp.__class__ is float:
+        if stamp is _unpacked[0]:
+            return _unpacked[1]  # type: ignore[no-any-return]
+        value = datetime.fromtimestamp(stamp, UTC)
+        _unpacked[0], _unpacked[1] = stamp, value
+        return value
+    return stamp  # type: ignore[return-value]  # None or a datetime
+
+
+def stamp_seconds(stamp: Stamp) -> float:
+    """A packed time as POSIX seconds, minus infinity for None (orders like the times)."""
+    if stamp.__class__ is float:
+        return stamp
+    return stamp.timestamp() if stamp is not None else float("-inf")  # type: ignore[union-attr]
+
+
+class _Time(Generic[T]):
+    """A time field of a slotted class, held packed (:func:`pack_time`) in a private slot."""
+
+    __slots__ = ("name", "slot")
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.slot = f"_{name}"
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Time[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> T: ...
+    def __get__(self, obj: object | None, owner: type) -> T | _Time[T]:
+        if obj is None:
+            return self
+        stamp = getattr(obj, self.slot)
+        if stamp.__class__ is float and stamp is _unpacked[0]:
+            return _unpacked[1]  # type: ignore[no-any-return]  # unpack_time's fast path, inlined
+        value: T = unpack_time(stamp)  # type: ignore[assignment]
+        return value
+
+    def __set__(self, obj: object, value: T) -> None:
+        setattr(obj, self.slot, pack_time(value))  # type: ignore[arg-type]
+
+
 class SlaClock:
     """Business time counted towards one SLA target; paused when ``running_since`` is None.
 
     Immutable (replaced with :meth:`Conversation.set_clock` on change), so that equal clocks
-    of one conversation, started together, are one object."""
+    of one conversation, started together, are one object. Its times are held packed
+    (:func:`pack_time`)."""
 
-    started_at: datetime
-    consumed: timedelta = ZERO
-    running_since: datetime | None = None
+    __slots__ = ("_running_since", "_started_at", "consumed")
+
+    started_at = _Time[datetime]()
+    running_since = _Time[datetime | None]()
+    consumed: timedelta
+
+    def __init__(self, started_at: datetime, consumed: timedelta = ZERO, running_since: datetime | None = None) -> None:
+        object.__setattr__(self, "_started_at", pack_time(started_at))
+        object.__setattr__(self, "consumed", consumed)
+        object.__setattr__(self, "_running_since", pack_time(running_since))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"SlaClock is immutable: cannot set {name!r}")
+
+    def _fields(self) -> tuple[datetime, timedelta, datetime | None]:
+        return (self.started_at, self.consumed, self.running_since)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not SlaClock:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        started, consumed, running = self._fields()
+        return f"SlaClock(started_at={started!r}, consumed={consumed!r}, running_since={running!r})"
 
 
 _CLOCK_SLOTS = {target: f"_{target.value}" for target in SlaTarget}
@@ -171,48 +281,248 @@ NO_CLOCKS = SlaClocks()
 """The one shared empty clock map (a conversation without SLA clocks holds no map of its own)."""
 
 
-@dataclass(slots=True)
+_CONVERSATION_FIELDS = (
+    "id",
+    "channel",
+    "provider",
+    "contact_id",
+    "opened_at",
+    "thread_key",
+    "queue_id",
+    "route_rule",
+    "status",
+    "priority",
+    "enqueued_at",
+    "step",
+    "agent_id",
+    "offer_id",
+    "offer_expires_at",
+    "assigned_at",
+    "declined_by",
+    "last_agent_id",
+    "agent_replied",
+    "subject",
+    "preview",
+    "language",
+    "inbox",
+    "customer_name",
+    "message_ids",
+    "sequence",
+    "sla_policy",
+    "clocks",
+    "fired",
+    "breaches",
+    "resolved_at",
+)
+"""Every field of a :class:`Conversation`, in order (its constructor's keywords, its repr and equality)."""
+
+
+class _Rare:
+    """The fields of a conversation that most conversations never set: an offer, declines,
+    fired escalation steps, breaches, the resolution time. Held in one object, made on the
+    first set, so the common conversation has one slot for them instead of six."""
+
+    __slots__ = ("breaches", "declined_by", "fired", "offer_expires_at", "offer_id", "resolved_at")
+
+    def __init__(self) -> None:
+        self.offer_id: str | None = None
+        self.offer_expires_at: datetime | None = None
+        self.declined_by: frozenset[str] = NO_IDS
+        self.fired: frozenset[str] = NO_IDS
+        self.breaches: tuple[str, ...] = ()
+        self.resolved_at: datetime | None = None
+
+
+_NO_RARE = _Rare()
+"""What a conversation without any rare field reads them from (never written)."""
+
+
+class _RareField(Generic[T]):
+    """A field of :class:`Conversation` kept in its :class:`_Rare` side object; setting it
+    to its default leaves a conversation without one as it is."""
+
+    __slots__ = ("name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, conv: None, owner: type) -> _RareField[T]: ...
+    @overload
+    def __get__(self, conv: Conversation, owner: type) -> T: ...
+    def __get__(self, conv: Conversation | None, owner: type) -> T | _RareField[T]:
+        if conv is None:
+            return self
+        value: T = getattr(conv._rare, self.name)
+        return value
+
+    def __set__(self, conv: Conversation, value: T) -> None:
+        rare = conv._rare
+        if rare is _NO_RARE:
+            if value == getattr(_NO_RARE, self.name):
+                return  # still the default: no side object needed
+            rare = conv._rare = _Rare()
+        setattr(rare, self.name, value)
+
+
 class Conversation:
     """One conversation.
 
-    Memory matters here (a tenant holds a hundred thousand of them): ``declined_by`` and
-    ``fired`` are frozen sets, ``message_ids`` and ``breaches`` tuples, and ``clocks`` a
-    read-only mapping, each replaced on change rather than changed in place, so that the
-    common empty ones are one shared object instead of an empty container per conversation.
+    Memory matters here (a tenant holds a hundred thousand of them), so the object is
+    slotted and small: ``declined_by`` and ``fired`` are frozen sets, ``message_ids`` and
+    ``breaches`` tuples, and ``clocks`` a read-only mapping, each replaced on change rather
+    than changed in place, so that the common empty ones are one shared object instead of
+    an empty container per conversation. The rarely set fields (offer, declines, fired
+    steps, breaches, resolution time) live in one side object made on their first set, and
+    a single message id is held as the string itself (a one-element tuple costs 48 bytes).
     Change the clocks with :meth:`set_clock`, :meth:`drop_clock` and :meth:`clear_clocks`.
     """
 
-    id: str
-    channel: Channel
-    provider: str
-    contact_id: str
-    opened_at: datetime
-    thread_key: str | None = None
-    queue_id: str | None = None
-    route_rule: str | None = None
-    status: ConversationStatus = ConversationStatus.QUEUED
-    priority: int = 0
-    enqueued_at: datetime | None = None
-    step: int = 0
-    agent_id: str | None = None
-    offer_id: str | None = None
-    offer_expires_at: datetime | None = None
-    assigned_at: datetime | None = None
-    declined_by: frozenset[str] = NO_IDS
-    last_agent_id: str | None = None
-    agent_replied: bool = False
-    subject: str | None = None
-    preview: str = ""
-    language: str | None = None
-    inbox: str | None = None
-    customer_name: str | None = None
-    message_ids: tuple[str, ...] = ()
-    sequence: int = 0
-    sla_policy: str | None = None
-    clocks: Mapping[SlaTarget, SlaClock] = field(default_factory=lambda: NO_CLOCKS)  # shared, never copied
-    fired: frozenset[str] = NO_IDS
-    breaches: tuple[str, ...] = ()
-    resolved_at: datetime | None = None
+    __slots__ = (
+        "_assigned_at",
+        "_enqueued_at",
+        "_messages",
+        "_opened_at",
+        "_rare",
+        "agent_id",
+        "agent_replied",
+        "channel",
+        "clocks",
+        "contact_id",
+        "customer_name",
+        "id",
+        "inbox",
+        "language",
+        "last_agent_id",
+        "preview",
+        "priority",
+        "provider",
+        "queue_id",
+        "route_rule",
+        "sequence",
+        "sla_policy",
+        "status",
+        "step",
+        "subject",
+        "tallied",
+        "thread_key",
+    )
+
+    opened_at = _Time[datetime]()
+    enqueued_at = _Time[datetime | None]()
+    assigned_at = _Time[datetime | None]()
+    offer_id = _RareField[str | None]()
+    offer_expires_at = _RareField[datetime | None]()
+    declined_by = _RareField[frozenset[str]]()
+    fired = _RareField[frozenset[str]]()
+    breaches = _RareField[tuple[str, ...]]()
+    resolved_at = _RareField[datetime | None]()
+
+    def __init__(
+        self,
+        id: str,
+        channel: Channel,
+        provider: str,
+        contact_id: str,
+        opened_at: datetime,
+        thread_key: str | None = None,
+        queue_id: str | None = None,
+        route_rule: str | None = None,
+        status: ConversationStatus = ConversationStatus.QUEUED,
+        priority: int = 0,
+        enqueued_at: datetime | None = None,
+        step: int = 0,
+        agent_id: str | None = None,
+        offer_id: str | None = None,
+        offer_expires_at: datetime | None = None,
+        assigned_at: datetime | None = None,
+        declined_by: frozenset[str] = NO_IDS,
+        last_agent_id: str | None = None,
+        agent_replied: bool = False,
+        subject: str | None = None,
+        preview: str = "",
+        language: str | None = None,
+        inbox: str | None = None,
+        customer_name: str | None = None,
+        message_ids: tuple[str, ...] = (),
+        sequence: int = 0,
+        sla_policy: str | None = None,
+        clocks: Mapping[SlaTarget, SlaClock] = NO_CLOCKS,
+        fired: frozenset[str] = NO_IDS,
+        breaches: tuple[str, ...] = (),
+        resolved_at: datetime | None = None,
+    ) -> None:
+        self.id = id
+        self.channel = channel
+        self.provider = provider
+        self.contact_id = contact_id
+        self.opened_at = opened_at
+        self.thread_key = thread_key
+        self.queue_id = queue_id
+        self.route_rule = route_rule
+        self.status = status
+        self.priority = priority
+        self.enqueued_at = enqueued_at
+        self.step = step
+        self.agent_id = agent_id
+        self.assigned_at = assigned_at
+        self.last_agent_id = last_agent_id
+        self.agent_replied = agent_replied
+        self.subject = subject
+        self.preview = preview
+        self.language = language
+        self.inbox = inbox
+        self.customer_name = customer_name
+        self.message_ids = message_ids
+        self.sequence = sequence
+        self.sla_policy = sla_policy
+        self.clocks = clocks
+        self._rare = _NO_RARE
+        self.tallied: tuple[str | None, ConversationStatus] | None = None
+        """The (queue, status) the tenant's tally counts this conversation under (kept by
+        the engine; not part of the conversation's value)."""
+        if offer_id is not None or offer_expires_at is not None or resolved_at is not None:
+            self.offer_id = offer_id
+            self.offer_expires_at = offer_expires_at
+            self.resolved_at = resolved_at
+        if declined_by or fired or breaches:
+            self.declined_by = declined_by
+            self.fired = fired
+            self.breaches = breaches
+
+    @property
+    def opened_ts(self) -> float:
+        """``opened_at`` as POSIX seconds, read without making a datetime (for ordering)."""
+        stamp = self._opened_at  # type: ignore[attr-defined]
+        return stamp if stamp.__class__ is float else stamp_seconds(stamp)
+
+    @property
+    def enqueued_ts(self) -> float:
+        """``enqueued_at`` as POSIX seconds (minus infinity for None), without making a datetime."""
+        return stamp_seconds(self._enqueued_at)  # type: ignore[attr-defined]
+
+    @property
+    def message_ids(self) -> tuple[str, ...]:
+        """The most recent message ids, oldest first."""
+        held = self._messages
+        return (held,) if isinstance(held, str) else held
+
+    @message_ids.setter
+    def message_ids(self, value: tuple[str, ...]) -> None:
+        self._messages: str | tuple[str, ...] = value[0] if len(value) == 1 else tuple(value)
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _CONVERSATION_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return f"Conversation({', '.join(f'{name}={getattr(self, name)!r}' for name in _CONVERSATION_FIELDS)})"
 
     def remember_message(self, message_id: str) -> None:
         """Keep the id among the :data:`RECENT_MESSAGE_IDS` most recent ones."""
@@ -237,26 +547,90 @@ class Conversation:
         return self.sequence
 
 
-@dataclass(slots=True)
+HandleKey = str | bytes
+"""A contact handle's key: 16 bytes from :func:`handle_key` (49 bytes as an object, where its
+32-character hex form costs 81), or a string restored from a record that is no such key."""
+
+_CONTACT_FIELDS = ("id", "handles", "display_name", "attributes", "last_agent_id", "last_agent_at")
+
+
 class Contact:
-    """A customer across channels; ``handles`` (keyed hashes) is a tuple, replaced on change: a
-    contact has one or two, and even a one-element set costs 216 bytes."""
+    """A customer across channels.
 
-    id: str
-    handles: tuple[str, ...] = ()
-    display_name: str | None = None
-    attributes: Mapping[str, Any] = field(default_factory=lambda: NO_ATTRIBUTES)  # replaced on change, never changed
-    last_agent_id: str | None = None
-    last_agent_at: datetime | None = None
+    ``handles`` (keyed hashes) is a tuple, replaced on change: a contact has one or two, and
+    even a one-element set costs 216 bytes; a single handle is held as the key itself (a
+    one-element tuple costs 48 bytes more).
+    """
+
+    __slots__ = ("_handles", "_last_agent_at", "attributes", "display_name", "id", "last_agent_id")
+
+    last_agent_at = _Time[datetime | None]()
+
+    def __init__(
+        self,
+        id: str,
+        handles: tuple[HandleKey, ...] = (),
+        display_name: str | None = None,
+        attributes: Mapping[str, Any] = NO_ATTRIBUTES,  # replaced on change, never changed
+        last_agent_id: str | None = None,
+        last_agent_at: datetime | None = None,
+    ) -> None:
+        self.id = id
+        self.handles = handles
+        self.display_name = display_name
+        self.attributes = attributes
+        self.last_agent_id = last_agent_id
+        self.last_agent_at = last_agent_at
+
+    @property
+    def handles(self) -> tuple[HandleKey, ...]:
+        held = self._handles
+        return held if isinstance(held, tuple) else (held,)
+
+    @handles.setter
+    def handles(self, value: tuple[HandleKey, ...]) -> None:
+        self._handles: HandleKey | tuple[HandleKey, ...] = value[0] if len(value) == 1 else tuple(value)
+
+    def share_last_agent_at(self, conv: Conversation) -> None:
+        """Hold ``last_agent_at`` as the very object ``conv`` holds for its assignment time
+        when the two are equal (one float, not two)."""
+        if self.last_agent_at is not None and self.last_agent_at == conv.assigned_at:
+            self._last_agent_at = conv._assigned_at  # type: ignore[attr-defined]
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in _CONTACT_FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return f"Contact({', '.join(f'{name}={getattr(self, name)!r}' for name in _CONTACT_FIELDS)})"
 
 
-def handle_key(kind: str, value: str) -> str:
-    """A stable, non-reversible key for a contact handle (state never holds addresses in clear)."""
+def handle_key(kind: str, value: str) -> bytes:
+    """A stable, non-reversible key for a contact handle (state never holds addresses in clear):
+    16 bytes of a hash, written to the changelog as 32 hex characters."""
     kind = kind.strip().lower()
     normalised = value.strip().lower() if kind == "email" else value.strip()
     if kind == "phone":
         normalised = "".join(ch for ch in normalised if ch.isdigit() or ch == "+")
-    return hashlib.sha256(f"{kind}\x00{normalised}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{kind}\x00{normalised}".encode()).digest()[:16]
+
+
+def handle_text(key: HandleKey) -> str:
+    """A handle key as the changelog holds it: 32 hex characters (or the string as it was)."""
+    return key.hex() if isinstance(key, bytes) else key
+
+
+def handle_from_text(text: str) -> HandleKey:
+    """The inverse of :func:`handle_text`: 32 lowercase hex characters are a key's bytes."""
+    if len(text) == 32 and text == text.lower():
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            return text
+    return text
 
 
 class ContactDirectory:
@@ -264,12 +638,12 @@ class ContactDirectory:
 
     def __init__(self) -> None:
         self.contacts: dict[str, Contact] = {}
-        self._by_handle: dict[str, str] = {}
+        self._by_handle: dict[HandleKey, str] = {}
 
     def get(self, contact_id: str) -> Contact | None:
         return self.contacts.get(contact_id)
 
-    def find(self, keys: Iterable[str]) -> list[Contact]:
+    def find(self, keys: Iterable[HandleKey]) -> list[Contact]:
         found: dict[str, Contact] = {}
         for key in keys:
             contact_id = self._by_handle.get(key)
@@ -288,7 +662,7 @@ class ContactDirectory:
         for key in contact.handles:
             self._by_handle[key] = contact.id
 
-    def attach(self, contact: Contact, keys: Iterable[str]) -> None:
+    def attach(self, contact: Contact, keys: Iterable[HandleKey]) -> None:
         for key in keys:
             if key not in contact.handles:
                 contact.handles = (*contact.handles, key)
@@ -412,7 +786,7 @@ class WaitingIndex:
         if conv.queue_id is None:
             return
         group = (conv.queue_id, conv.step, conv.channel)
-        entry = (-conv.priority, _ts(conv.enqueued_at), conv.id)
+        entry = (-conv.priority, conv.enqueued_ts, conv.id)
         bucket = self._groups.get(group)
         if bucket is None:
             bucket = self._groups[group] = SortedList()
