@@ -157,12 +157,8 @@ class RecordProducer:
                     )
                     self._watch(topic, future)
                     futures.append(future)
-        except MessageSizeTooLargeError as exc:
-            self._count_error(topic)
-            raise RecordTooLarge(f"a record for {topic} is too large: {exc}") from exc
         except (KafkaError, TimeoutError) as exc:
-            self._count_error(topic)
-            raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
+            raise self._refused(topic, exc) from exc
         return await self._await_all(futures)
 
     async def send_raw(
@@ -184,14 +180,8 @@ class RecordProducer:
                 )
                 self._watch(topic, future)  # counts the outcome once enqueued
                 return await future
-        except MessageSizeTooLargeError as exc:
-            if future is None:
-                self._count_error(topic)
-            raise RecordTooLarge(f"a record for {topic} is too large: {exc}") from exc
         except (KafkaError, TimeoutError) as exc:
-            if future is None:
-                self._count_error(topic)
-            raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
+            raise self._refused(topic, exc, counted=future is not None) from exc
 
     async def send_soon(
         self, topic: str, record: Record, *, key: bytes | None = None
@@ -230,12 +220,8 @@ class RecordProducer:
                     self._watch(topic, future)
                     self._pending.add(future)
                     future.add_done_callback(self._settled)
-        except MessageSizeTooLargeError as exc:
-            self._count_error(topic)
-            raise RecordTooLarge(f"a record for {topic} is too large: {exc}") from exc
         except (KafkaError, TimeoutError) as exc:
-            self._count_error(topic)
-            raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
+            raise self._refused(topic, exc) from exc
 
     def _settled(self, future: asyncio.Future[RecordMetadata]) -> None:
         self._pending.discard(future)
@@ -277,12 +263,8 @@ class RecordProducer:
                 future: asyncio.Future[RecordMetadata] = await producer.send(
                     topic, value=value, key=key, partition=partition, headers=list(headers) if headers else None
                 )
-        except MessageSizeTooLargeError as exc:
-            self._count_error(topic)
-            raise RecordTooLarge(f"a record for {topic} is too large: {exc}") from exc
         except (KafkaError, TimeoutError) as exc:
-            self._count_error(topic)
-            raise BrokerUnavailable(f"cannot write to {topic}: {exc!r}") from exc
+            raise self._refused(topic, exc) from exc
         self._watch(topic, future)
         return future
 
@@ -316,6 +298,15 @@ class RecordProducer:
                 produced.inc()
 
         return count
+
+    def _refused(self, topic: str, exc: BaseException, *, counted: bool = False) -> Exception:
+        """What a failed write raises (and counts, unless its future already counted it):
+        :class:`RecordTooLarge` for a record over the size limit, else :class:`BrokerUnavailable`."""
+        if not counted:
+            self._count_error(topic)
+        if isinstance(exc, MessageSizeTooLargeError):
+            return RecordTooLarge(f"a record for {topic} is too large: {exc}")
+        return BrokerUnavailable(f"cannot write to {topic}: {exc!r}")
 
     def _count_error(self, topic: str) -> None:
         if self._metrics is not None:
