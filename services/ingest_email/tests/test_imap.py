@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from switchboard.common.events import InboundMessage, encode
+from switchboard.common.events import InboundMessage
 from switchboard.common.testing import eventually
 from switchboard.ingest_email.imap import ImapError, ImapMailbox, ImapPoller, fetched_message, search_uids
 from switchboard.ingest_email.ingest import EmailIngestor
@@ -278,10 +278,10 @@ async def test_aioimaplib_flags_a_message_that_cannot_be_published(imap_server: 
     imap_server.add(raw(2))
     publisher = FakePublisher()
     mailbox = replace(MAILBOX, host="127.0.0.1", port=imap_server.port, use_ssl=False, idle=False)
-    plain = await EmailIngestor(publisher, clock=lambda: NOW).normalize(
+    _, plain = await EmailIngestor(publisher, clock=lambda: NOW).normalize(
         raw(2), route=ROUTE, provider="imap", recipient=MAILBOX.address
     )
-    limits = NormalizeLimits(max_record_bytes=len(encode(plain)) + 200)  # room for the second, not the first
+    limits = NormalizeLimits(max_record_bytes=len(plain) + 200)  # room for the second, not the first
     async with ImapPoller(mailbox, EmailIngestor(publisher, clock=lambda: NOW, limits=limits)):
         await eventually(lambda: all("\\Seen" in m.flags for m in imap_server.messages))
     first, second = imap_server.messages

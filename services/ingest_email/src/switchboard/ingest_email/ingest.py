@@ -112,34 +112,13 @@ class EmailIngestor:
         envelope_sender: str | None = None,
         provider_metadata: Mapping[str, Any] | None = None,
         provider_verdict: ProviderVerdict | None = None,
-    ) -> InboundMessage:
-        """The record as it will be published: content stored, sender verified.
-
-        Raises :class:`BlobStoreError` when the content could not be stored.
-        """
-        record, _ = await self._prepare(
-            raw,
-            route=route,
-            provider=provider,
-            recipient=recipient,
-            envelope_sender=envelope_sender,
-            provider_metadata=provider_metadata,
-            provider_verdict=provider_verdict,
-        )
-        return record
-
-    async def _prepare(
-        self,
-        raw: bytes,
-        *,
-        route: Route,
-        provider: str,
-        recipient: str | None,
-        envelope_sender: str | None,
-        provider_metadata: Mapping[str, Any] | None,
-        provider_verdict: ProviderVerdict | None,
     ) -> tuple[InboundMessage, bytes]:
-        """:meth:`normalize`'s record and its encoded bytes, as measured against the record size cap."""
+        """The record as it will be published (content stored, sender verified, cut to the
+        record size cap) and its encoded bytes, the ones measured against that cap.
+
+        Raises :class:`BlobStoreError` when the content could not be stored and
+        :class:`~.record_size.RecordTooLarge` when the record cannot be made to fit.
+        """
         kwargs: dict[str, Any] = {
             "tenant_id": route.tenant_id,
             "provider": provider,
@@ -187,7 +166,7 @@ class EmailIngestor:
         when the broker did not acknowledge.
         """
         try:
-            record, encoded = await self._prepare(
+            record, encoded = await self.normalize(
                 raw,
                 route=route,
                 provider=provider,
