@@ -127,9 +127,9 @@ def test_equal_times_packed_in_a_row_are_one_object() -> None:
 def test_rare_fields_share_one_default_until_set() -> None:
     a = Conversation(id="a", channel=Channel.EMAIL, provider="p", contact_id="k", opened_at=T0)
     b = Conversation(id="b", channel=Channel.EMAIL, provider="p", contact_id="k", opened_at=T0)
-    assert a._rare is b._rare  # type: ignore[attr-defined]
+    assert a._rare is b._rare
     a.declined_by = NO_IDS  # the default: still no side object of its own
-    assert a._rare is b._rare  # type: ignore[attr-defined]
+    assert a._rare is b._rare
     a.offer_id = "o1"
     a.offer_expires_at = T0 + timedelta(seconds=30)
     assert (a.offer_id, a.offer_expires_at) == ("o1", T0 + timedelta(seconds=30))
@@ -146,7 +146,7 @@ def test_one_message_id_is_held_bare_and_read_as_a_tuple() -> None:
     conv = Conversation(id="a", channel=Channel.CHAT, provider="p", contact_id="k", opened_at=T0)
     assert conv.message_ids == ()
     conv.remember_message("p:m1")
-    assert conv._messages == "p:m1"  # type: ignore[attr-defined]
+    assert conv._messages == "p:m1"
     assert conv.message_ids == ("p:m1",)
     conv.remember_message("p:m2")
     assert conv.message_ids == ("p:m1", "p:m2")
@@ -155,7 +155,7 @@ def test_one_message_id_is_held_bare_and_read_as_a_tuple() -> None:
 def test_a_contact_with_one_handle_holds_it_bare() -> None:
     key = handle_key("email", "someone@example.com")
     contact = Contact(id="k", handles=(key,))
-    assert contact._handles is key  # type: ignore[attr-defined]
+    assert contact._handles is key
     assert contact.handles == (key,)
     contact.handles = (key, b"x" * 16)
     assert contact.handles == (key, b"x" * 16)

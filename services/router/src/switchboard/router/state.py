@@ -186,6 +186,8 @@ class SlaClock:
 
     __slots__ = ("_running_since", "_started_at", "consumed")
 
+    _started_at: Stamp
+    _running_since: Stamp
     started_at = _Time[datetime]()
     running_since = _Time[datetime | None]()
     consumed: timedelta
@@ -408,6 +410,11 @@ class Conversation:
         "thread_key",
     )
 
+    _opened_at: Stamp  # the packed times behind the three fields below
+    _enqueued_at: Stamp
+    _assigned_at: Stamp
+    _messages: str | tuple[str, ...]  # behind message_ids: one id bare, several as a tuple
+    _rare: _Rare  # behind the rarely set fields; the shared empty one until one is set
     opened_at = _Time[datetime]()
     enqueued_at = _Time[datetime | None]()
     assigned_at = _Time[datetime | None]()
@@ -493,13 +500,13 @@ class Conversation:
     @property
     def opened_ts(self) -> float:
         """``opened_at`` as POSIX seconds, read without making a datetime (for ordering)."""
-        stamp = self._opened_at  # type: ignore[attr-defined]
+        stamp = self._opened_at
         return stamp if stamp.__class__ is float else stamp_seconds(stamp)
 
     @property
     def enqueued_ts(self) -> float:
         """``enqueued_at`` as POSIX seconds (minus infinity for None), without making a datetime."""
-        return stamp_seconds(self._enqueued_at)  # type: ignore[attr-defined]
+        return stamp_seconds(self._enqueued_at)
 
     @property
     def message_ids(self) -> tuple[str, ...]:
@@ -509,7 +516,7 @@ class Conversation:
 
     @message_ids.setter
     def message_ids(self, value: tuple[str, ...]) -> None:
-        self._messages: str | tuple[str, ...] = value[0] if len(value) == 1 else tuple(value)
+        self._messages = value[0] if len(value) == 1 else tuple(value)
 
     def _fields(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _CONVERSATION_FIELDS)
@@ -564,6 +571,8 @@ class Contact:
 
     __slots__ = ("_handles", "_last_agent_at", "attributes", "display_name", "id", "last_agent_id")
 
+    _handles: HandleKey | tuple[HandleKey, ...]  # behind handles: one key bare, several as a tuple
+    _last_agent_at: Stamp
     last_agent_at = _Time[datetime | None]()
 
     def __init__(
@@ -589,13 +598,13 @@ class Contact:
 
     @handles.setter
     def handles(self, value: tuple[HandleKey, ...]) -> None:
-        self._handles: HandleKey | tuple[HandleKey, ...] = value[0] if len(value) == 1 else tuple(value)
+        self._handles = value[0] if len(value) == 1 else tuple(value)
 
     def share_last_agent_at(self, conv: Conversation) -> None:
         """Hold ``last_agent_at`` as the very object ``conv`` holds for its assignment time
         when the two are equal (one float, not two)."""
         if self.last_agent_at is not None and self.last_agent_at == conv.assigned_at:
-            self._last_agent_at = conv._assigned_at  # type: ignore[attr-defined]
+            self._last_agent_at = conv._assigned_at
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
