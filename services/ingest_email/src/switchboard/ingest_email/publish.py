@@ -6,9 +6,6 @@ from typing import Protocol
 
 from switchboard.common.events import InboundMessage
 from switchboard.common.kafka.producer import BrokerUnavailable, RecordProducer
-from switchboard.common.kafka.producer import RecordTooLarge as ProducerRecordTooLarge
-
-from .record_size import RecordTooLarge
 
 __all__ = ["ProducerPublisher", "PublishError", "Publisher"]
 
@@ -35,9 +32,9 @@ class ProducerPublisher:
         self._topic = topic
 
     async def publish(self, record: InboundMessage, encoded: bytes) -> None:
+        """A broker that refuses the record's size (its limit below ours) raises the producer's
+        ``RecordTooLarge`` as it is: the refusal of a record that cannot be cut to fit."""
         try:
             await self._producer.send_raw(self._topic, record.key(), encoded)
         except BrokerUnavailable as exc:
             raise PublishError(str(exc)) from exc
-        except ProducerRecordTooLarge as exc:  # the broker's limit is below ours: a retry cannot help
-            raise RecordTooLarge(str(exc)) from exc

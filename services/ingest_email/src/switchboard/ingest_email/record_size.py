@@ -8,7 +8,9 @@ broker's ``message.max.bytes`` (1 MiB each by default) is refused every time it 
 the SMTP client would be told 451 and retry for days, a provider's webhook 503 until it
 gives up. :func:`fit_record` shortens the HTML, then the quoted history, then the text
 until the record fits, and names what it cut in ``parser_defects``. With a blob store,
-the whole bodies are kept there regardless.
+the whole bodies are kept there regardless. A record that does not fit even with its
+bodies cut raises the producer's :class:`RecordTooLarge`, the error a broker refusing the
+record's size raises too: one refusal (SMTP 552, webhook 413) for both.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import orjson
 
 from switchboard.common.events import InboundMessage, encode
+from switchboard.common.kafka import RecordTooLarge
 
 __all__ = ["DEFAULT_MAX_RECORD_BYTES", "RecordTooLarge", "fit_encoded", "fit_record"]
 
@@ -25,10 +28,6 @@ DEFAULT_MAX_RECORD_BYTES = 900 * 1024
 """Under the 1 MiB default of a broker's ``message.max.bytes``, with room for the batch's own bytes."""
 
 _SHRINKABLE = ("html", "text_quoted", "text")
-
-
-class RecordTooLarge(ValueError):
-    """Even with its bodies cut, the record is larger than allowed."""
 
 
 def fit_record(record: InboundMessage, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> InboundMessage:
