@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from switchboard.common.events import Channel
+from switchboard.router import state
 from switchboard.router.engine import RouterEngine
 from switchboard.router.rules import parse_rules
 from switchboard.router.snapshot import decode_state, encode_state
@@ -16,6 +17,7 @@ from switchboard.router.state import (
     NO_IDS,
     Contact,
     Conversation,
+    ConversationStatus,
     SlaClock,
     handle_from_text,
     handle_key,
@@ -169,3 +171,72 @@ def test_sla_clocks_stay_immutable_and_compare_by_value() -> None:
     assert clock == same
     assert hash(clock) == hash(same)
     assert clock != SlaClock(started_at=T0)
+
+
+def test_conversations_with_equal_shape_fields_share_one_shape_and_change_apart() -> None:
+    a = Conversation(id="a", channel=Channel.EMAIL, provider="p", contact_id="k", opened_at=T0, queue_id="q1")
+    b = Conversation(id="b", channel=Channel.EMAIL, provider="p", contact_id="k", opened_at=T0, queue_id="q1")
+    assert a._shape is b._shape
+    a.status = ConversationStatus.ASSIGNED
+    a.priority = 5
+    a.tallied = ("q1", ConversationStatus.ASSIGNED)
+    assert (a.status, a.priority, a.tallied) == (ConversationStatus.ASSIGNED, 5, ("q1", ConversationStatus.ASSIGNED))
+    assert (b.status, b.priority, b.tallied, b.queue_id) == (ConversationStatus.QUEUED, 0, None, "q1")
+    b.status, b.priority = ConversationStatus.ASSIGNED, 5
+    assert a._shape is not b._shape  # a is also counted in the tally, b not yet
+    b.tallied = ("q1", ConversationStatus.ASSIGNED)
+    assert a._shape is b._shape
+    b.id = "a"
+    assert a == b
+    b.step = 1
+    assert a != b
+    assert (a.step, b.step) == (0, 1)
+
+
+def test_a_shape_field_holds_its_own_type_whatever_equal_value_is_set() -> None:
+    """A plain ``"assigned"`` equals the enum member; a shared shape must not hand one back
+    for the other, since the engine compares statuses and channels by identity."""
+    conv = Conversation(id="a", channel="chat", provider="p", contact_id="k", opened_at=T0, status="queued")  # type: ignore[arg-type]
+    assert conv.channel is Channel.CHAT
+    assert conv.status is ConversationStatus.QUEUED
+    conv.status = "assigned"  # type: ignore[assignment]
+    assert conv.status is ConversationStatus.ASSIGNED
+    conv.agent_replied = 1  # type: ignore[assignment]
+    assert conv.agent_replied is True
+    conv.priority = True
+    assert conv.priority == 1
+    assert conv.priority.__class__ is int
+    with pytest.raises(ValueError, match="nonsense"):
+        conv.status = "nonsense"  # type: ignore[assignment]
+    assert conv.status is ConversationStatus.ASSIGNED
+
+
+def test_shapes_past_the_table_limit_stay_correct(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "_SHAPE_LIMIT", 3)
+    monkeypatch.setattr(state, "_shapes", {})
+    convs = [
+        Conversation(id=f"c{i}", channel=Channel.EMAIL, provider=f"p{i}", contact_id="k", opened_at=T0)
+        for i in range(10)
+    ]
+    assert len(state._shapes) <= 3
+    assert [c.provider for c in convs] == [f"p{i}" for i in range(10)]
+    convs[0].provider = "p9"
+    assert convs[0].provider == "p9"
+    assert convs[9].provider == "p9"
+
+
+@pytest.mark.parametrize("text", ["hello there", "", "grüße, 你好", "x" * 300])
+def test_a_preview_reads_back_as_set(text: str) -> None:
+    conv = Conversation(id="a", channel=Channel.EMAIL, provider="p", contact_id="k", opened_at=T0, preview=text)
+    assert conv.preview == text
+    assert conv.preview.__class__ is str
+    assert isinstance(conv._preview, bytes) == text.isascii()  # ASCII held as bytes, 16 bytes less
+
+
+def test_a_restored_conversation_shares_its_shape_with_its_peers() -> None:
+    engine = restored()
+    t = engine._tenants["bench"]
+    a, b = t.conversations.values()
+    assert a._shape is b._shape  # same queue, rule, status, policy and tally entry
+    assert a.route_rule == "match: queue general"
+    assert a.tallied == ("general", ConversationStatus.ASSIGNED)

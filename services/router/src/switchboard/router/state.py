@@ -1,12 +1,13 @@
 """In-memory routing state of one tenant: agents, conversations, contacts, and their indexes.
 
 Entities are slotted classes (cheap to hold by the hundred thousand: a conversation keeps
-its rarely set fields in one side object, its times as floats, a single message id bare; a
-contact its handle keys as 16 bytes); the changelog form of each lives in
-:mod:`switchboard.router.snapshot`, unchanged by the compact forms. The two indexes keep
-selection from scanning: :class:`AgentIndex` holds the agents who can take work now,
-per (channel, skill), ordered by each strategy's key; :class:`WaitingIndex` holds queued
-conversations per (queue, relaxation step, channel), ordered by priority then age.
+its rarely set fields in one side object, its few-valued fields in one shared tuple, its
+times as floats, a single message id bare; a contact its handle keys as 16 bytes); the
+changelog form of each lives in :mod:`switchboard.router.snapshot`, unchanged by the compact
+forms. The two indexes keep selection from scanning: :class:`AgentIndex` holds the agents
+who can take work now, per (channel, skill), ordered by each strategy's key;
+:class:`WaitingIndex` holds queued conversations per (queue, relaxation step, channel),
+ordered by priority then age.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import enum
 import hashlib
 import heapq
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -367,6 +368,86 @@ class _RareField(Generic[T]):
         setattr(rare, self.name, value)
 
 
+_SHAPE_FIELDS = (
+    "channel",
+    "provider",
+    "queue_id",
+    "route_rule",
+    "status",
+    "priority",
+    "step",
+    "agent_replied",
+    "sla_policy",
+    "language",
+    "tallied",
+)
+"""The fields of a :class:`Conversation` held in its shape: each takes one of a few values
+(enums, and names and numbers from the rules), so their combinations are bounded by the
+rules and the channels, not by the number of conversations."""
+
+_Shape = tuple[Any, ...]
+"""A conversation's shape: the values of :data:`_SHAPE_FIELDS`, in order."""
+
+_SHAPE_LIMIT = 1 << 16
+"""Distinct shapes kept for sharing; past it the table starts over (a shape is a value, so
+conversations holding a dropped one stay correct; they only stop sharing it)."""
+
+
+_shapes: dict[_Shape, _Shape] = {}
+"""The shared shapes, each its own key: one tuple object per distinct combination, as
+:func:`sys.intern` keeps one string. A shape is an immutable value, so sharing one across
+tenants and engines is safe."""
+
+
+def _shared_shape(shape: _Shape) -> _Shape:
+    found = _shapes.get(shape)
+    if found is None:
+        if len(_shapes) >= _SHAPE_LIMIT:
+            _shapes.clear()
+        found = _shapes[shape] = shape
+    return found
+
+
+class _ShapeField(Generic[T]):
+    """A field of :class:`Conversation` held in its shared shape tuple (one slot for eleven
+    fields, 80 bytes less per conversation); setting it moves the conversation to the shape
+    with the new value.
+
+    ``kind`` (for enums, numbers and flags) turns an equal value of another type into the
+    field's own (a plain ``"queued"`` into :class:`ConversationStatus`), so that equal
+    shapes hold values of one type: a shared shape never hands back a look-alike.
+    """
+
+    __slots__ = ("index", "kind")
+
+    def __init__(self, kind: Callable[[Any], T] | None = None) -> None:
+        self.kind = kind
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.index = _SHAPE_FIELDS.index(name)
+
+    @overload
+    def __get__(self, conv: None, owner: type) -> _ShapeField[T]: ...
+    @overload
+    def __get__(self, conv: Conversation, owner: type) -> T: ...
+    def __get__(self, conv: Conversation | None, owner: type) -> T | _ShapeField[T]:
+        if conv is None:
+            return self
+        value: T = conv._shape[self.index]
+        return value
+
+    def __set__(self, conv: Conversation, value: T) -> None:
+        kind = self.kind
+        if kind is not None and value.__class__ is not kind:
+            value = kind(value)
+        shape = conv._shape
+        index = self.index
+        held = shape[index]
+        if held is value or (held.__class__ is value.__class__ and held == value):
+            return
+        conv._shape = _shared_shape((*shape[:index], value, *shape[index + 1 :]))
+
+
 class Conversation:
     """One conversation.
 
@@ -377,7 +458,10 @@ class Conversation:
     an empty container per conversation. The rarely set fields (offer, declines, fired
     steps, breaches, resolution time) live in one side object made on their first set, and
     a single message id is held as the string itself (a one-element tuple costs 48 bytes).
-    Change the clocks with :meth:`set_clock`, :meth:`drop_clock` and :meth:`clear_clocks`.
+    The eleven fields that take one of a few values (channel, status, queue, rule, priority,
+    step and the like: :data:`_SHAPE_FIELDS`) are one shared tuple, the conversation's shape,
+    and an ASCII preview is held as bytes. Change the clocks with :meth:`set_clock`,
+    :meth:`drop_clock` and :meth:`clear_clocks`.
     """
 
     __slots__ = (
@@ -385,28 +469,18 @@ class Conversation:
         "_enqueued_at",
         "_messages",
         "_opened_at",
+        "_preview",
         "_rare",
+        "_shape",
         "agent_id",
-        "agent_replied",
-        "channel",
         "clocks",
         "contact_id",
         "customer_name",
         "id",
         "inbox",
-        "language",
         "last_agent_id",
-        "preview",
-        "priority",
-        "provider",
-        "queue_id",
-        "route_rule",
         "sequence",
-        "sla_policy",
-        "status",
-        "step",
         "subject",
-        "tallied",
         "thread_key",
     )
 
@@ -415,6 +489,21 @@ class Conversation:
     _assigned_at: Stamp
     _messages: str | tuple[str, ...]  # behind message_ids: one id bare, several as a tuple
     _rare: _Rare  # behind the rarely set fields; the shared empty one until one is set
+    _shape: _Shape  # behind the shape fields below: one shared tuple per distinct combination
+    _preview: str | bytes  # behind preview: ASCII text as bytes (16 bytes less), other text as it is
+    channel = _ShapeField[Channel](Channel)
+    provider = _ShapeField[str]()
+    queue_id = _ShapeField[str | None]()
+    route_rule = _ShapeField[str | None]()
+    status = _ShapeField[ConversationStatus](ConversationStatus)
+    priority = _ShapeField[int](int)
+    step = _ShapeField[int](int)
+    agent_replied = _ShapeField[bool](bool)
+    sla_policy = _ShapeField[str | None]()
+    language = _ShapeField[str | None]()
+    tallied = _ShapeField[tuple[str | None, ConversationStatus] | None]()
+    """The (queue, status) the tenant's tally counts this conversation under (kept by the
+    engine; not part of the conversation's value)."""
     opened_at = _Time[datetime]()
     enqueued_at = _Time[datetime | None]()
     assigned_at = _Time[datetime | None]()
@@ -460,34 +549,36 @@ class Conversation:
         resolved_at: datetime | None = None,
     ) -> None:
         self.id = id
-        self.channel = channel
-        self.provider = provider
+        self._shape = _shared_shape(
+            (
+                channel if channel.__class__ is Channel else Channel(channel),
+                provider,
+                queue_id,
+                route_rule,
+                status if status.__class__ is ConversationStatus else ConversationStatus(status),
+                priority if priority.__class__ is int else int(priority),
+                step if step.__class__ is int else int(step),
+                agent_replied if agent_replied.__class__ is bool else bool(agent_replied),
+                sla_policy,
+                language,
+                None,  # tallied
+            )
+        )
         self.contact_id = contact_id
         self.opened_at = opened_at
         self.thread_key = thread_key
-        self.queue_id = queue_id
-        self.route_rule = route_rule
-        self.status = status
-        self.priority = priority
         self.enqueued_at = enqueued_at
-        self.step = step
         self.agent_id = agent_id
         self.assigned_at = assigned_at
         self.last_agent_id = last_agent_id
-        self.agent_replied = agent_replied
         self.subject = subject
         self.preview = preview
-        self.language = language
         self.inbox = inbox
         self.customer_name = customer_name
         self.message_ids = message_ids
         self.sequence = sequence
-        self.sla_policy = sla_policy
         self.clocks = clocks
         self._rare = _NO_RARE
-        self.tallied: tuple[str | None, ConversationStatus] | None = None
-        """The (queue, status) the tenant's tally counts this conversation under (kept by
-        the engine; not part of the conversation's value)."""
         if offer_id is not None or offer_expires_at is not None or resolved_at is not None:
             self.offer_id = offer_id
             self.offer_expires_at = offer_expires_at
@@ -507,6 +598,16 @@ class Conversation:
     def enqueued_ts(self) -> float:
         """``enqueued_at`` as POSIX seconds (minus infinity for None), without making a datetime."""
         return stamp_seconds(self._enqueued_at)
+
+    @property
+    def preview(self) -> str:
+        """The start of the first message (at most :data:`PREVIEW_CHARS` characters)."""
+        held = self._preview
+        return held if held.__class__ is str else held.decode("ascii")  # type: ignore[union-attr]
+
+    @preview.setter
+    def preview(self, value: str) -> None:
+        self._preview = value.encode("ascii") if value.isascii() else value
 
     @property
     def message_ids(self) -> tuple[str, ...]:
