@@ -18,6 +18,10 @@ figure is per core) with ``--agents`` agents of chat capacity 1,000 each, so not
 
 Both rates come from the broker timestamps of their output records (first to last), so
 neither includes a group join, a restore or the benchmark's own reading of the results.
+Wall-clock rates swing with whatever else runs on the machine, so each side's CPU time per
+message is printed too: this process's CPU seconds (the broker runs in its own process)
+over the relay's loop and over the router's second phase, each with the benchmark's own
+reading of the output records, divided by the number of messages.
 """
 
 from __future__ import annotations
@@ -116,7 +120,10 @@ def router_settings(kafka: KafkaSettings, prefix: str, rules: Path, phase: int) 
     )
 
 
-async def run_router(kafka: KafkaSettings, agent_count: int, inbound: list[InboundMessage], workdir: Path) -> float:
+async def run_router(
+    kafka: KafkaSettings, agent_count: int, inbound: list[InboundMessage], workdir: Path
+) -> tuple[float, float]:
+    """The router's rate, and this process's CPU seconds over its second phase."""
     prefix = f"bench-router-{uuid.uuid4().hex[:8]}."
     topics = Topics(prefix)
     await ensure_topics(kafka, topics)
@@ -136,12 +143,14 @@ async def run_router(kafka: KafkaSettings, agent_count: int, inbound: list[Inbou
     # member just left), restores the agents from the changelog like any restart, and
     # re-reads the agent events (upserts of the same agents: no dispatches).
     app = build_app(router_settings(kafka, prefix, rules, 2))
+    cpu = time.process_time()
     async with running_app(app):
         records = await consume(kafka.bootstrap, topics.dispatch, count=len(inbound), timeout=600)
-    return rate([r.timestamp for r in records])
+    return rate([r.timestamp for r in records]), time.process_time() - cpu
 
 
-async def run_relay(kafka: KafkaSettings, inbound: list[InboundMessage]) -> float:
+async def run_relay(kafka: KafkaSettings, inbound: list[InboundMessage]) -> tuple[float, float]:
+    """The relay's rate, and this process's CPU seconds over its loop and the reading of its output."""
     prefix = f"bench-relay-{uuid.uuid4().hex[:8]}."
     topics = Topics(prefix)
     await ensure_topics(kafka, topics)
@@ -158,6 +167,7 @@ async def run_relay(kafka: KafkaSettings, inbound: list[InboundMessage]) -> floa
             fetch_max_wait_ms=kafka.fetch_max_wait_ms,
             max_poll_records=kafka.max_poll_records,
         )
+        cpu = time.process_time()
         await consumer.start()
         try:
             relayed = 0
@@ -174,15 +184,21 @@ async def run_relay(kafka: KafkaSettings, inbound: list[InboundMessage]) -> floa
         finally:
             await consumer.stop()
     records = await consume(kafka.bootstrap, output, count=len(inbound), timeout=600)
-    return rate([r.timestamp for r in records])
+    return rate([r.timestamp for r in records]), time.process_time() - cpu
 
 
 async def bench(bootstrap: str, count: int, agent_count: int, per_contact: int, workdir: Path) -> dict[str, float]:
     kafka = KafkaSettings(bootstrap=bootstrap, partitions=1, fetch_max_wait_ms=10)
     inbound = messages(count, per_contact)
-    relay = await run_relay(kafka, inbound)
-    router = await run_router(kafka, agent_count, inbound, workdir)
-    return {"router_messages_per_s": router, "relay_messages_per_s": relay, "messages": count}
+    relay, relay_cpu = await run_relay(kafka, inbound)
+    router, router_cpu = await run_router(kafka, agent_count, inbound, workdir)
+    return {
+        "router_messages_per_s": router,
+        "relay_messages_per_s": relay,
+        "router_cpu_us_per_message": router_cpu / count * 1e6,
+        "relay_cpu_us_per_message": relay_cpu / count * 1e6,
+        "messages": count,
+    }
 
 
 def main() -> None:
@@ -201,9 +217,13 @@ def main() -> None:
         figures = asyncio.run(bench(bootstrap, args.messages, args.agents, args.per_contact, workdir))
     router, relay = figures["router_messages_per_s"], figures["relay_messages_per_s"]
     print(f"{args.messages} inbound messages, one tenant (one partition), {args.agents} agents; broker timestamps")
-    print(f"{'':<44} {'messages/s':>10} {'ratio':>6}")
-    print(f"{'relay (consume, decode, produce, commit)':<44} {relay:>10.0f} {1.0:>6.2f}")
-    print(f"{'router (consume, decide, changelog, produce)':<44} {router:>10.0f} {router / relay:>6.2f}")
+    relay_cpu, router_cpu = figures["relay_cpu_us_per_message"], figures["router_cpu_us_per_message"]
+    print(f"{'':<44} {'messages/s':>10} {'ratio':>6} {'CPU us/msg':>11} {'ratio':>6}")
+    print(f"{'relay (consume, decode, produce, commit)':<44} {relay:>10.0f} {1.0:>6.2f} {relay_cpu:>11.0f} {1.0:>6.2f}")
+    print(
+        f"{'router (consume, decide, changelog, produce)':<44} {router:>10.0f} {router / relay:>6.2f}"
+        f" {router_cpu:>11.0f} {router_cpu / relay_cpu:>6.2f}"
+    )
     print(f"({time.perf_counter() - started:.0f} s in all)")
     if args.json:
         args.json.write_text(json.dumps(figures), encoding="utf-8")

@@ -11,11 +11,12 @@ filter. The best eligible agent is the one with the smallest strategy key
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from switchboard.common.events import Candidate, Channel
+from switchboard.common.events import Candidate, Channel, Presence
 from switchboard.router.rules import CelExpression, Queue, Strategy, TenantRules
 from switchboard.router.state import Agent, AgentIndex, Signature, strategy_key
 
@@ -39,15 +40,16 @@ class SkillSet:
 
     skills: tuple[tuple[str, int], ...]
     origin: str
+    signature: Signature = field(init=False, repr=False, compare=False)
+    """The index bucket walked for this skill set (made once: every decision looks it up)."""
+
+    def __post_init__(self) -> None:
+        signature = (self.primary or "", tuple(sorted(name for name, _ in self.skills)))
+        object.__setattr__(self, "signature", signature)
 
     @property
     def primary(self) -> str | None:
         return self.skills[0][0] if self.skills else None
-
-    @property
-    def signature(self) -> Signature:
-        """The index bucket walked for this skill set."""
-        return (self.primary or "", tuple(sorted(name for name, _ in self.skills)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +114,20 @@ def check_agent(
     agent_filter: CelExpression | None,
     conv_vars: ConvVars,
 ) -> str | None:
-    """None when the agent is eligible, otherwise why not."""
-    if not agent.takes_work():
+    """None when the agent is eligible, otherwise why not.
+
+    The checks of :meth:`Agent.takes_work` and :meth:`Agent.has_room` are written out here:
+    a decision runs this for every agent it walks past.
+    """
+    if agent.presence is not Presence.AVAILABLE or not agent.endpoints:
         return f"presence {agent.presence.value}" if agent.endpoints else "no delivery endpoint"
-    if not agent.has_room(channel):
-        return f"no room on {channel.value} ({agent.load.get(channel, 0)}/{agent.capacity.get(channel, 0)})"
+    load = agent.load.get(channel, 0)
+    capacity = agent.capacity.get(channel, 0)
+    if capacity <= load:
+        return f"no room on {channel.value} ({load}/{capacity})"
+    skills = agent.skills
     for skill, level in skillset.skills:
-        have = agent.skills.get(skill, 0)
+        have = skills.get(skill, 0)
         if have < level:
             return f"skill {skill} {have} below {level}"
     if agent.id in declined:
@@ -131,6 +140,16 @@ def check_agent(
         if not passed:
             return "agent filter rejected"
     return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _passed_over(agent_id: str, reason: str) -> Candidate:
+    """The logged candidate of an agent a walk passed over (frozen, so shared).
+
+    The same agents head a bucket decision after decision and fail the same check (a skill
+    level below the queue's), so most of these are built once, not once per decision.
+    """
+    return Candidate(agent_id=agent_id, eligible=False, reason=reason)
 
 
 def _describe(strategy: Strategy, agent: Agent, channel: Channel, skill: str | None) -> str:
@@ -155,7 +174,8 @@ def select_agent(
     """The indexed choice: walk each alternative's bucket in strategy order to its first eligible agent.
 
     The bucket holds the agents with room on the channel who have every skill of the
-    alternative; the walk checks levels, declines and the agent filter.
+    alternative; the walk checks levels, declines and the agent filter, and logs the agents
+    it passes over (up to :data:`MAX_LOGGED_CANDIDATES` in all).
     """
     strategy = queue.strategy
     candidates: list[Candidate] = []
@@ -173,19 +193,39 @@ def select_agent(
                 Candidate(agent_id=sticky.id, eligible=False, reason=f"sticky agent not eligible: {reasons[0]}")
             )
     best: tuple[tuple[Any, ...], Agent, SkillSet] | None = None
+    agent_filter = queue.agent_filter
     for skillset in requirement.alternatives:
         bucket = index.bucket(channel, skillset.signature, strategy)
         if bucket is None:
             continue
+        levels = skillset.skills
         for sort_key in bucket:
             agent = agents[sort_key[-1]]
-            why = check_agent(agent, channel, skillset, declined, queue.agent_filter, conv_vars)
-            if why is None:
-                if best is None or sort_key < best[0]:
-                    best = (sort_key, agent, skillset)
-                break
+            skills = agent.skills
+            for skill, level in levels:
+                have = skills.get(skill, 0)
+                if have < level:
+                    break  # not eligible: the reason is only worked out if it is logged
+            else:
+                why = check_agent(agent, channel, skillset, declined, agent_filter, conv_vars)
+                if why is None:
+                    if best is None or sort_key < best[0]:
+                        best = (sort_key, agent, skillset)
+                    break
+                if len(candidates) < MAX_LOGGED_CANDIDATES:
+                    candidates.append(_passed_over(agent.id, why))
+                continue
             if len(candidates) < MAX_LOGGED_CANDIDATES:
-                candidates.append(Candidate(agent_id=agent.id, eligible=False, reason=why))
+                if (
+                    agent.presence is Presence.AVAILABLE
+                    and agent.endpoints
+                    and agent.capacity.get(channel, 0) > agent.load.get(channel, 0)
+                ):
+                    passed_over: str | None = f"skill {skill} {have} below {level}"  # check_agent's first failure
+                else:
+                    passed_over = check_agent(agent, channel, skillset, declined, agent_filter, conv_vars)
+                assert passed_over is not None  # a skill below its level is always a reason
+                candidates.append(_passed_over(agent.id, passed_over))
     if best is None:
         return Selection(None, candidates, "no eligible agent")
     _, agent, skillset = best

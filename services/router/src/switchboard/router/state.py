@@ -808,6 +808,7 @@ def strategy_key(strategy: Strategy, agent: Agent, channel: Channel, skill: str)
 
 Signature = tuple[str, tuple[str, ...]]
 """A bucket's skills: (primary skill or "", every required skill name, sorted)."""
+BucketKey = tuple[Channel, Signature, Strategy]
 
 
 class AgentIndex:
@@ -822,9 +823,16 @@ class AgentIndex:
 
     def __init__(self, needs: dict[Strategy, set[Signature]]) -> None:
         self.needs = {strategy: tuple(sorted(sigs)) for strategy, sigs in needs.items() if sigs}
-        self._buckets: dict[tuple[Channel, Signature, Strategy], SortedList] = {}
-        self._entries: dict[str, list[tuple[tuple[Channel, Signature, Strategy], tuple[Any, ...]]]] = {}
-        self._bucket_keys: dict[tuple[Channel, Signature, Strategy], tuple[Channel, Signature, Strategy]] = {}
+        self._buckets: dict[BucketKey, SortedList] = {}
+        self._entries: dict[str, list[tuple[BucketKey, tuple[Any, ...]]]] = {}
+        self._wants: list[tuple[frozenset[str], Signature, Strategy, str, dict[Channel, BucketKey]]] = []
+        """Per needed (strategy, signature), in ``needs`` order: the skill names it asks for,
+        the signature, the strategy, the skill it ranks by ("" unless highest proficiency),
+        and its bucket key per channel (one shared key object each, made on first use)."""
+        for strategy, signatures in self.needs.items():
+            for signature in signatures:
+                ranked_by = signature[0] if strategy is Strategy.HIGHEST_PROFICIENCY else ""
+                self._wants.append((frozenset(signature[1]), signature, strategy, ranked_by, {}))
 
     def bucket(self, channel: Channel, signature: Signature, strategy: Strategy) -> SortedList | None:
         return self._buckets.get((channel, signature, strategy))
@@ -842,25 +850,36 @@ class AgentIndex:
         objects already filed.
         """
         old = self._entries.pop(agent.id, [])
-        wanted: list[tuple[tuple[Channel, Signature, Strategy], tuple[Any, ...]]] = []
+        wanted: list[tuple[BucketKey, tuple[Any, ...]]] = []
         if agent.takes_work():
-            skills = agent.skills
+            names = agent.skills.keys()
+            matched = [want for want in self._wants if names >= want[0]]
             for channel in agent.capacity:
                 if not agent.has_room(channel):
                     continue
                 sort_keys: dict[tuple[Strategy, str], tuple[Any, ...]] = {}
-                for strategy, signatures in self.needs.items():
-                    for signature in signatures:
-                        if all(name in skills for name in signature[1]):
-                            ranked_by = signature[0] if strategy is Strategy.HIGHEST_PROFICIENCY else ""
-                            sort_key = sort_keys.get((strategy, ranked_by))
-                            if sort_key is None:
-                                sort_key = strategy_key(strategy, agent, channel, signature[0])
-                                sort_keys[(strategy, ranked_by)] = sort_key
-                            bucket_key = (channel, signature, strategy)
-                            wanted.append((self._bucket_keys.setdefault(bucket_key, bucket_key), sort_key))
+                for _, signature, strategy, ranked_by, keys in matched:
+                    bucket_key = keys.get(channel)
+                    if bucket_key is None:
+                        bucket_key = keys[channel] = (channel, signature, strategy)
+                    sort_key = sort_keys.get((strategy, ranked_by))
+                    if sort_key is None:
+                        sort_key = sort_keys[(strategy, ranked_by)] = strategy_key(strategy, agent, channel, ranked_by)
+                    wanted.append((bucket_key, sort_key))
+        if len(old) == len(wanted) and all(was[0] is now[0] for was, now in zip(old, wanted, strict=True)):
+            # the same buckets as before (an assignment, a release): re-key entry by entry
+            for index, (was, now) in enumerate(zip(old, wanted, strict=True)):
+                if was[1] == now[1]:
+                    wanted[index] = was
+                else:
+                    bucket = self._buckets[was[0]]
+                    bucket.remove(was[1])
+                    bucket.add(now[1])
+            if wanted:
+                self._entries[agent.id] = wanted
+            return
         filed = {entry: entry for entry in old}
-        kept: set[tuple[tuple[Channel, Signature, Strategy], tuple[Any, ...]]] = set()
+        kept: set[tuple[BucketKey, tuple[Any, ...]]] = set()
         for index, entry in enumerate(wanted):
             same = filed.get(entry)
             if same is not None:
