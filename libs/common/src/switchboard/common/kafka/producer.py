@@ -87,6 +87,7 @@ class RecordProducer:
         self._pending: set[asyncio.Future[RecordMetadata]] = set()
         self._failed: list[BaseException] = []
         self._counted: dict[str, Callable[[asyncio.Future[Any]], None]] = {}
+        self._children: dict[str, tuple[Any, Any]] = {}
 
     @property
     def started(self) -> bool:
@@ -144,22 +145,59 @@ class RecordProducer:
     async def send_many(self, items: Iterable[tuple[str, Record]]) -> list[RecordMetadata]:
         """Write several records in one batch and wait until all are acknowledged.
 
-        The whole batch is enqueued under one ``send_timeout`` (not one timer per record).
+        The whole batch is enqueued and awaited under one ``send_timeout`` (not one timer per
+        record). Records the broker acknowledged are counted once per topic when the write
+        succeeds, not by a callback per record: every callback is an event-loop handle per
+        record. A write that fails counts each record's own outcome, as it settles.
         """
         producer = self._require()
         futures: list[asyncio.Future[RecordMetadata]] = []
+        topics: list[str] = []
         topic = ""
+        enqueued = False
         try:
             async with asyncio.timeout(self._send_timeout):
                 for topic, record in items:
                     future: asyncio.Future[RecordMetadata] = await producer.send(
                         topic, value=encode(record), key=record.key()
                     )
-                    self._watch(topic, future)
                     futures.append(future)
+                    topics.append(topic)
+                enqueued = True
+                # One at a time: the records of a partition are acknowledged in order, so once
+                # the first of a produce request is done, the others are too and cost no wait.
+                acks = [await future for future in futures]
         except (KafkaError, TimeoutError) as exc:
-            raise self._refused(topic, exc) from exc
-        return await self._await_all(futures)
+            self._settle_failed(futures, topics)
+            if not enqueued:
+                raise self._refused(topic, exc) from exc
+            if isinstance(exc, MessageSizeTooLargeError):
+                raise RecordTooLarge(f"the broker refused a record as too large: {exc}") from exc
+            raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+        except BaseException:
+            self._settle_failed(futures, topics)
+            raise
+        if self._metrics is not None:
+            self._count_produced(topics)
+        return acks
+
+    def _count_produced(self, topics: list[str]) -> None:
+        first = topics[0] if topics else ""
+        if all(topic == first for topic in topics):
+            if topics:
+                self._metrics_for(first)[0].inc(len(topics))
+            return
+        for topic in topics:
+            self._metrics_for(topic)[0].inc()
+
+    def _settle_failed(self, futures: list[asyncio.Future[RecordMetadata]], topics: list[str]) -> None:
+        """Count the outcome of each record of a failed write as it settles (and retrieve its
+        exception, so that asyncio does not report it as never retrieved)."""
+        for future, topic in zip(futures, topics, strict=True):
+            if self._metrics is None:
+                future.add_done_callback(_retrieve)
+            else:
+                self._watch(topic, future)
 
     async def send_raw(
         self,
@@ -277,19 +315,19 @@ class RecordProducer:
             count = self._counted[topic] = self._counter(topic)
         future.add_done_callback(count)
 
-    async def _await_all(self, futures: list[asyncio.Future[RecordMetadata]]) -> list[RecordMetadata]:
-        try:
-            async with asyncio.timeout(self._send_timeout):
-                return list(await asyncio.gather(*futures))
-        except MessageSizeTooLargeError as exc:
-            raise RecordTooLarge(f"the broker refused a record as too large: {exc}") from exc
-        except (KafkaError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+    def _metrics_for(self, topic: str) -> tuple[Any, Any]:
+        """The produced and produce-error children of ``topic`` (resolved once per topic)."""
+        children = self._children.get(topic)
+        if children is None:
+            assert self._metrics is not None
+            children = self._children[topic] = (
+                self._metrics.produced.labels(topic),
+                self._metrics.produce_errors.labels(topic),
+            )
+        return children
 
     def _counter(self, topic: str) -> Callable[[asyncio.Future[Any]], None]:
-        assert self._metrics is not None
-        produced = self._metrics.produced.labels(topic)
-        errors = self._metrics.produce_errors.labels(topic)
+        produced, errors = self._metrics_for(topic)
 
         def count(future: asyncio.Future[Any]) -> None:
             if future.cancelled() or future.exception() is not None:
@@ -310,7 +348,7 @@ class RecordProducer:
 
     def _count_error(self, topic: str) -> None:
         if self._metrics is not None:
-            self._metrics.produce_errors.labels(topic).inc()
+            self._metrics_for(topic)[1].inc()
 
     async def ping(self, timeout: float = 3.0) -> bool:
         """True when the broker answers a metadata request."""
@@ -323,3 +361,8 @@ class RecordProducer:
         except (KafkaError, TimeoutError, OSError):
             return False
         return True
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
