@@ -143,6 +143,21 @@ def test_prefixed_signature_checks() -> None:
         verify_prefixed_signature(sig, b"The quick brown fox jumps over the lazy cat", ["key"])
 
 
+async def test_a_tenant_id_outside_the_pattern_is_not_found_even_when_configured() -> None:
+    publisher = RecordingPublisher()
+    services = AdapterServices(publisher=publisher, metrics=AdapterMetrics(CollectorRegistry()))
+    config = TenantConfig(secrets={"token": "t"})
+    app = build_webhook_app([EchoAdapter()], {"echo": {"acme": config, "Bad-Tenant": config}}, services)
+    headers = {"x-token": "t", "Content-Type": "application/json"}
+    async with TestClient(TestServer(app)) as client:
+        async with client.post("/v1/echo/Bad-Tenant", data=b'{"texts": ["a"]}', headers=headers) as resp:
+            assert resp.status == 404
+            assert (await resp.json())["error"] == "unknown_tenant"
+        async with client.post("/v1/echo/acme", data=b'{"texts": ["a"]}', headers=headers) as resp:
+            assert resp.status == 200
+    assert [m.tenant_id for m in publisher.records] == ["acme"]
+
+
 @pytest.fixture
 async def echo() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], RecordingPublisher]]:
     publisher = RecordingPublisher()

@@ -34,21 +34,27 @@ def mount_adapters(
             raise ConfigError(f"adapter {adapter.name!r} mounted twice")
         seen.add(adapter.name)
         adapter.attach(services)
-        adapter_tenants = dict(tenants.get(adapter.name, {}))
+        # Resolved once: a request only looks its tenant up. Only ids the pattern allows are
+        # kept, so any other path segment is not found, whatever the configuration holds.
+        adapter_tenants = {
+            tenant_id: Tenant(tenant_id, config)
+            for tenant_id, config in tenants.get(adapter.name, {}).items()
+            if _TENANT_RE.match(tenant_id)
+        }
         for route in adapter.routes():
             path = f"/v1/{adapter.name}/{{tenant}}{route.suffix}"
             app.router.add_route(route.method, path, partial(_handle, adapter, route, adapter_tenants))
 
 
 async def _handle(
-    adapter: ChannelAdapter, route: Route, tenants: Mapping[str, TenantConfig], request: web.Request
+    adapter: ChannelAdapter, route: Route, tenants: Mapping[str, Tenant], request: web.Request
 ) -> web.StreamResponse:
     tenant_id = request.match_info["tenant"]
-    config = tenants.get(tenant_id) if _TENANT_RE.match(tenant_id) else None
-    if config is None:
+    tenant = tenants.get(tenant_id)
+    if tenant is None:
         adapter.counters.outcome(UnknownTenant.code).inc()
         return UnknownTenant(f"tenant {tenant_id!r} is not configured for {adapter.name}").response()
-    return await adapter.dispatch(route, request, Tenant(tenant_id, config))
+    return await adapter.dispatch(route, request, tenant)
 
 
 @web.middleware
