@@ -63,7 +63,10 @@ class RecordProducer:
 
     ``send`` returns only once the broker acknowledged the record. ``send_soon`` enqueues
     and returns the delivery future, which :meth:`flush` awaits: a consumer handler uses it
-    to produce many records and the consumer loop flushes before committing offsets.
+    to produce many records and the consumer loop flushes before committing offsets. The
+    outcome of a record enqueued that way is taken (counted, its failure kept for the flush
+    to raise) when a flush or :meth:`stop` reaches it, not by callbacks on its future: two
+    callbacks per record were an event-loop handle each, more than aiokafka's own enqueue.
     ``start`` and ``stop`` may each be called more than once.
 
     A write the broker could not take raises :class:`BrokerUnavailable` (transient); a
@@ -84,7 +87,9 @@ class RecordProducer:
         self._client_id = client_id or kafka.client_id
         self._send_timeout = send_timeout
         self._producer: AIOKafkaProducer | None = None
-        self._pending: set[asyncio.Future[RecordMetadata]] = set()
+        self._pending: list[tuple[str, asyncio.Future[RecordMetadata]]] = []
+        """(topic, delivery future) of each record enqueued with a ``*_soon`` method and not
+        yet taken by a flush, in the order enqueued."""
         self._failed: list[BaseException] = []
         self._counted: dict[str, Callable[[asyncio.Future[Any]], None]] = {}
         self._children: dict[str, tuple[Any, Any]] = {}
@@ -117,7 +122,9 @@ class RecordProducer:
         if producer is None:
             return
         try:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+            pending, self._pending = self._pending, []
+            await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+            self._take(pending)
             await producer.flush()
         finally:
             await producer.stop()
@@ -238,8 +245,7 @@ class RecordProducer:
     ) -> asyncio.Future[RecordMetadata]:
         """Enqueue raw bytes (``value=None`` is a tombstone), optionally to one partition; see :meth:`flush`."""
         future = await self._enqueue(topic, key, value, headers, partition=partition)
-        self._pending.add(future)
-        future.add_done_callback(self._settled)
+        self._hold(topic, future)
         return future
 
     async def send_raw_many_soon(self, items: Iterable[RawRecord]) -> None:
@@ -255,16 +261,35 @@ class RecordProducer:
                     future: asyncio.Future[RecordMetadata] = await producer.send(
                         topic, value=value, key=key, partition=partition
                     )
-                    self._watch(topic, future)
-                    self._pending.add(future)
-                    future.add_done_callback(self._settled)
+                    self._hold(topic, future)
         except (KafkaError, TimeoutError) as exc:
             raise self._refused(topic, exc) from exc
 
-    def _settled(self, future: asyncio.Future[RecordMetadata]) -> None:
-        self._pending.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            self._failed.append(future.exception())  # type: ignore[arg-type]
+    def _hold(self, topic: str, future: asyncio.Future[RecordMetadata]) -> None:
+        """Keep an enqueued record for the next flush. Past :data:`_REAP_AT` records without
+        a flush, the settled ones are taken at once, so a writer that never flushes (or
+        awaits its futures itself) holds no more than that."""
+        pending = self._pending
+        pending.append((topic, future))
+        if len(pending) >= _REAP_AT and len(pending) % _REAP_AT == 0:
+            self._pending = [item for item in pending if not item[1].done()]
+            self._take([item for item in pending if item[1].done()])
+
+    def _take(self, settled: Iterable[tuple[str, asyncio.Future[RecordMetadata]]]) -> None:
+        """Count the outcome of settled records (per topic) and keep their failures for the flush
+        to raise; retrieving each exception here keeps asyncio from reporting it as lost."""
+        produced: dict[str, int] = {}
+        for topic, future in settled:
+            if future.cancelled():
+                self._count_error(topic)
+            elif (exc := future.exception()) is not None:
+                self._failed.append(exc)
+                self._count_error(topic)
+            else:
+                produced[topic] = produced.get(topic, 0) + 1
+        if self._metrics is not None:
+            for topic, count in produced.items():
+                self._metrics_for(topic)[0].inc(count)
 
     async def flush(self) -> None:
         """Wait for every record enqueued with :meth:`send_soon` before this call; raise if one
@@ -274,10 +299,23 @@ class RecordProducer:
         Records other tasks enqueue while the flush waits are the next flush's: a flush that
         counted them (as it once did) failed spuriously under a steady stream of sends.
         """
-        if self._pending:
-            _, late = await asyncio.wait(list(self._pending), timeout=self._send_timeout)
-            if late:
-                raise BrokerUnavailable(f"{len(late)} records not acknowledged in time")
+        pending, self._pending = self._pending, []
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                for _, future in pending:
+                    if not future.done():
+                        # asyncio.wait, not await: cancelling this task must not cancel the
+                        # record's future. Records of a produce request settle together, so
+                        # this waits about once per request, not once per record.
+                        await asyncio.wait((future,))
+        except BaseException as exc:  # a timeout or a cancellation: the unsettled stay pending
+            self._take(item for item in pending if item[1].done())
+            self._pending[:0] = [item for item in pending if not item[1].done()]
+            if isinstance(exc, TimeoutError):
+                late = len(pending) - sum(item[1].done() for item in pending)
+                raise BrokerUnavailable(f"{late} records not acknowledged in time") from None
+            raise
+        self._take(pending)
         if self._failed:
             failed, self._failed = self._failed, []
             if all(isinstance(exc, MessageSizeTooLargeError) for exc in failed):
@@ -303,7 +341,6 @@ class RecordProducer:
                 )
         except (KafkaError, TimeoutError) as exc:
             raise self._refused(topic, exc) from exc
-        self._watch(topic, future)
         return future
 
     def _watch(self, topic: str, future: asyncio.Future[RecordMetadata]) -> None:
@@ -361,6 +398,10 @@ class RecordProducer:
         except (KafkaError, TimeoutError, OSError):
             return False
         return True
+
+
+_REAP_AT = 4096
+"""Records enqueued without a flush after which the settled ones are taken (see ``_hold``)."""
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -1,8 +1,15 @@
-"""``RecordProducer.send_many`` outcomes and metrics, with a fake in place of aiokafka's producer.
+"""``RecordProducer`` outcomes and metrics, with a fake in place of aiokafka's producer:
+``send_many``, and ``flush`` taking the records enqueued with ``send_soon`` and
+``send_raw_many_soon``.
 
 The fake hands out one future per record and lets the test settle each, so a write that
 fails after its records were enqueued (the broker refused one, another is still in
-flight) is reproduced exactly; the real broker's paths are in ``test_kafka.py``.
+flight) is reproduced exactly; the real broker's paths are in ``test_kafka.py``. The
+outcome of a record enqueued with a ``*_soon`` method is taken when a flush (or ``stop``)
+reaches it, not by callbacks on its future; the flush tests pin what that must keep:
+counts per topic, failures raised by the flush that reaches them, records still in flight
+left to the next flush, a cancelled flush losing nothing, and a writer that never
+flushes holding a bounded list.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, Request
 from aiokafka.structs import RecordMetadata, TopicPartition
 
 from switchboard.common.kafka import BrokerUnavailable, RecordProducer, RecordTooLarge
+from switchboard.common.kafka import producer as producer_module
 from switchboard.common.metrics import KafkaMetrics, new_registry
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.testing import sample_inbound
@@ -140,3 +148,114 @@ async def test_without_metrics_a_failed_writes_other_failures_are_retrieved_not_
     finally:
         loop.set_exception_handler(None)
     assert [c for c in reported if "never retrieved" in str(c.get("message"))] == []
+
+
+# ---------------------------------------------------------------------------- flush
+
+
+async def test_a_flush_counts_what_it_took_per_topic_and_waits_for_records_still_in_flight() -> None:
+    metrics = KafkaMetrics(new_registry())
+    fake = FakeKafka()
+    producer = _producer(fake, metrics=metrics)
+    await producer.send_soon("in", sample_inbound(0))
+    await producer.send_raw_many_soon([("in", b"k", b"v", 0), ("log", b"k", b"w", None)])
+    fake.ack(0, offset=1)
+    flush = asyncio.create_task(producer.flush())
+    await asyncio.sleep(0)
+    assert not flush.done()  # two records are still in flight
+    fake.ack(2, offset=3)
+    await asyncio.sleep(0)
+    assert not flush.done()
+    fake.ack(1, offset=2)
+    await flush
+    assert _value(metrics, "switchboard_produced_records_total", "in") == 2
+    assert _value(metrics, "switchboard_produced_records_total", "log") == 1
+    assert producer._pending == []
+
+
+async def test_a_failed_record_makes_the_flush_that_reaches_it_raise_once() -> None:
+    metrics = KafkaMetrics(new_registry())
+    fake = FakeKafka()
+    producer = _producer(fake, metrics=metrics)
+    await producer.send_soon("in", sample_inbound(0))
+    await producer.send_soon("in", sample_inbound(1))
+    fake.ack(0, offset=1)
+    fake.fail(1, RequestTimedOutError())
+    with pytest.raises(BrokerUnavailable):
+        await producer.flush()
+    await producer.flush()  # the failure was raised once; nothing is left
+    assert _value(metrics, "switchboard_produced_records_total", "in") == 1
+    assert _value(metrics, "switchboard_produce_errors_total", "in") == 1
+
+
+async def test_records_refused_as_too_large_make_the_flush_raise_record_too_large() -> None:
+    fake = FakeKafka()
+    producer = _producer(fake, metrics=None)
+    await producer.send_raw_many_soon([("in", b"k", b"v", None), ("in", b"k", b"w", None)])
+    fake.ack(0, offset=1)
+    fake.fail(1, MessageSizeTooLargeError())
+    with pytest.raises(RecordTooLarge):
+        await producer.flush()
+
+
+async def test_a_flush_that_times_out_leaves_the_unsettled_records_to_the_next_one() -> None:
+    metrics = KafkaMetrics(new_registry())
+    fake = FakeKafka()
+    producer = _producer(fake, metrics=metrics)
+    producer._send_timeout = 0.05
+    await producer.send_soon("in", sample_inbound(0))
+    await producer.send_soon("in", sample_inbound(1))
+    fake.ack(0, offset=1)
+    with pytest.raises(BrokerUnavailable, match="1 records not acknowledged"):
+        await producer.flush()
+    assert [future for _, future in producer._pending] == [fake.sent[1][3]]
+    assert not fake.sent[1][3].cancelled()  # the record's own future is left alone
+    fake.ack(1, offset=2)
+    await producer.flush()
+    assert _value(metrics, "switchboard_produced_records_total", "in") == 2
+
+
+async def test_a_cancelled_flush_keeps_the_records_it_had_not_seen_settle() -> None:
+    fake = FakeKafka()
+    producer = _producer(fake, metrics=None)
+    await producer.send_soon("in", sample_inbound(0))
+    flush = asyncio.create_task(producer.flush())
+    await asyncio.sleep(0)
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    assert not fake.sent[0][3].cancelled()
+    assert len(producer._pending) == 1
+    fake.fail(0, RequestTimedOutError())
+    with pytest.raises(BrokerUnavailable):
+        await producer.flush()
+
+
+async def test_a_writer_that_never_flushes_holds_a_bounded_list_and_no_failure_is_reported_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(producer_module, "_REAP_AT", 8)
+    lost: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: lost.append(context))
+    metrics = KafkaMetrics(new_registry())
+    fake = FakeKafka()
+    producer = _producer(fake, metrics=metrics)
+    for i in range(40):
+        await producer.send_soon("in", sample_inbound(i))
+        if i % 2:
+            fake.fail(i, RequestTimedOutError())
+        else:
+            fake.ack(i, offset=i)
+    await _until_sent(fake, 40)
+    assert len(producer._pending) < 8
+    assert _value(metrics, "switchboard_produced_records_total", "in") == 20 - sum(
+        not future.exception() for _, future in producer._pending
+    )
+    producer._failed.clear()  # taken failures are kept for the next flush to raise; drop them here
+    producer._pending.clear()
+    del producer
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert lost == []
