@@ -185,17 +185,8 @@ class RecordProducer:
             self._settle_failed(futures, topics)
             raise
         if self._metrics is not None:
-            self._count_produced(topics)
+            self._take(zip(topics, futures, strict=True))  # every one acknowledged: counted per topic
         return acks
-
-    def _count_produced(self, topics: list[str]) -> None:
-        first = topics[0] if topics else ""
-        if all(topic == first for topic in topics):
-            if topics:
-                self._metrics_for(first)[0].inc(len(topics))
-            return
-        for topic in topics:
-            self._metrics_for(topic)[0].inc()
 
     def _settle_failed(self, futures: list[asyncio.Future[RecordMetadata]], topics: list[str]) -> None:
         """Count the outcome of each record of a failed write as it settles (and retrieve its
@@ -272,8 +263,8 @@ class RecordProducer:
         pending = self._pending
         pending.append((topic, future))
         if len(pending) >= _REAP_AT and len(pending) % _REAP_AT == 0:
-            self._pending = [item for item in pending if not item[1].done()]
-            self._take([item for item in pending if item[1].done()])
+            settled, self._pending = _by_settled(pending)
+            self._take(settled)
 
     def _take(self, settled: Iterable[tuple[str, asyncio.Future[RecordMetadata]]]) -> None:
         """Count the outcome of settled records (per topic) and keep their failures for the flush
@@ -309,11 +300,11 @@ class RecordProducer:
                         # this waits about once per request, not once per record.
                         await asyncio.wait((future,))
         except BaseException as exc:  # a timeout or a cancellation: the unsettled stay pending
-            self._take(item for item in pending if item[1].done())
-            self._pending[:0] = [item for item in pending if not item[1].done()]
+            settled, unsettled = _by_settled(pending)
+            self._take(settled)
+            self._pending[:0] = unsettled
             if isinstance(exc, TimeoutError):
-                late = len(pending) - sum(item[1].done() for item in pending)
-                raise BrokerUnavailable(f"{late} records not acknowledged in time") from None
+                raise BrokerUnavailable(f"{len(unsettled)} records not acknowledged in time") from None
             raise
         self._take(pending)
         if self._failed:
@@ -402,6 +393,18 @@ class RecordProducer:
 
 _REAP_AT = 4096
 """Records enqueued without a flush after which the settled ones are taken (see ``_hold``)."""
+
+
+_Queued = tuple[str, asyncio.Future[RecordMetadata]]
+
+
+def _by_settled(items: list[_Queued]) -> tuple[list[_Queued], list[_Queued]]:
+    """``items`` split into the settled and the still unsettled, each in order."""
+    settled: list[_Queued] = []
+    unsettled: list[_Queued] = []
+    for item in items:
+        (settled if item[1].done() else unsettled).append(item)
+    return settled, unsettled
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
