@@ -109,6 +109,27 @@ def test_queue_matching_structured_and_cel() -> None:
     assert engine.handle(inbound(handle="s", attributes={"tier": "silver"})).log[-1].rule == "default_queue"
 
 
+SUBJECT_RULES = """
+tenants:
+  acme:
+    default_queue: general
+    queues:
+      - id: outage
+        match: {subject_keywords: [down, outage]}
+      - id: general
+"""
+
+
+def test_subject_keywords_look_at_the_subject_only_and_match_whole_words() -> None:
+    engine = RouterEngine(parse_rules(SUBJECT_RULES), FakeClock())
+    assert engine.handle(inbound(subject="Site DOWN since 9", text="hi")).log[-1].queue_id == "outage"
+    assert engine.handle(inbound(handle="b", subject="Outage?", text="hi")).log[-1].queue_id == "outage"
+    in_text = engine.handle(inbound(handle="c", subject="Question", text="the site is down")).log[-1]
+    assert in_text.queue_id == "general"
+    assert engine.handle(inbound(handle="d", subject="downtime report")).log[-1].queue_id == "general"
+    assert engine.handle(inbound(handle="e", subject=None, text="down")).log[-1].queue_id == "general"
+
+
 def test_reopen_within_window_prefers_last_agent_only_if_available() -> None:
     engine, clock = setup()
     engine.handle(agent_event("a1"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import random
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from switchboard.router.assignment import (
     index_needs,
     select_agent,
 )
-from switchboard.router.engine import RouterEngine, _keyword, _keywords
+from switchboard.router.engine import RouterEngine, _keywords
 from switchboard.router.rules import Queue, parse_rules
 from switchboard.router.snapshot import AgentRecord, ConversationRecord
 from switchboard.router.state import Agent, AgentIndex, ConversationStatus, strategy_key
@@ -257,6 +258,11 @@ def test_agents_of_one_skill_set_share_their_bucket_keys() -> None:
     first, second = index._entries["a1"], index._entries["a2"]
     assert [key for key, _ in first] == [key for key, _ in second]
     assert all(a is b for (a, _), (b, _) in zip(first, second, strict=True))
+
+
+def _keyword(word: str) -> re.Pattern[str]:
+    """One word's search, as queue matching ran it (a search per keyword) before ``_keywords``."""
+    return re.compile(r"(?<!\w)" + re.escape(word) + r"(?!\w)", re.IGNORECASE)
 
 
 words = st.lists(st.text(alphabet="ab-é ", min_size=0, max_size=3), min_size=1, max_size=4)

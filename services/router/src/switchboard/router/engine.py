@@ -144,14 +144,10 @@ class _Call:
 
 
 @functools.lru_cache(maxsize=4096)
-def _keyword(word: str) -> re.Pattern[str]:
-    return re.compile(r"(?<!\w)" + re.escape(word) + r"(?!\w)", re.IGNORECASE)
-
-
-@functools.lru_cache(maxsize=4096)
 def _keywords(words: tuple[str, ...]) -> re.Pattern[str]:
-    """Any of ``words`` as a whole word: one search that finds a match exactly when one
-    :func:`_keyword` search per word would (the lookarounds sit outside the alternation)."""
+    """Any of ``words`` as a whole word (not inside a longer word), case-insensitively: one
+    search that finds a match exactly when one search per word would (the lookarounds sit
+    outside the alternation)."""
     return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
 
 
@@ -879,8 +875,8 @@ class RouterEngine:
             return False
         if m.keywords is not None and (not m.keywords or _keywords(m.keywords).search(haystack) is None):
             return False
-        if m.subject_keywords is not None and not any(
-            _keyword(k).search(facts.subject or "") for k in m.subject_keywords
+        if m.subject_keywords is not None and (
+            not m.subject_keywords or _keywords(m.subject_keywords).search(facts.subject or "") is None
         ):
             return False
         if m.attributes is not None:
