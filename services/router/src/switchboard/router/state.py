@@ -603,7 +603,7 @@ class Conversation:
     def preview(self) -> str:
         """The start of the first message (at most :data:`PREVIEW_CHARS` characters)."""
         held = self._preview
-        return held if held.__class__ is str else held.decode("ascii")  # type: ignore[union-attr]
+        return held if isinstance(held, str) else held.decode("ascii")
 
     @preview.setter
     def preview(self, value: str) -> None:
