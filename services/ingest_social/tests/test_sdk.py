@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib.metadata import EntryPoint
@@ -28,6 +29,7 @@ from switchboard.ingest_social.sdk import (
     TenantConfig,
     WebhookRequest,
     build_webhook_app,
+    hmac_sha256,
     load_channels_config,
     verify_prefixed_signature,
     verify_token,
@@ -141,6 +143,17 @@ def test_prefixed_signature_checks() -> None:
     verify_prefixed_signature(sig, b"The quick brown fox jumps over the lazy dog", ["other", "key"])
     with pytest.raises(BadSignature, match="does not match"):
         verify_prefixed_signature(sig, b"The quick brown fox jumps over the lazy cat", ["key"])
+
+
+@pytest.mark.parametrize("key_length", [0, 1, 63, 64, 65, 200])
+def test_hmac_sha256_matches_the_one_shot_hmac_for_any_key_and_stays_correct_when_reused(key_length: int) -> None:
+    # The keyed state is cached per secret and copied for each message: a copy must start
+    # from the key alone, whatever the messages signed before it (and keys longer than the
+    # block size are hashed first, as RFC 2104 says).
+    key = bytes(range(256))[:key_length]
+    for body in (b"", b"first", b"second" * 100, b"first"):
+        assert hmac_sha256(key, body) == hmac.digest(key, body, "sha256")
+    assert hmac_sha256("key", b"x") == hmac_sha256(b"key", b"x") != hmac_sha256("other", b"x")
 
 
 async def test_a_tenant_id_outside_the_pattern_is_not_found_even_when_configured() -> None:
