@@ -245,7 +245,7 @@ def test_a_contact_is_written_to_the_changelog_only_when_it_changes() -> None:
     # a new attribute, a new handle or a new name is written
     richer = engine.handle(inbound(thread="t-1", attributes={"plan": "pro"}))
     assert contact_keys(richer) == [key]
-    record = richer.state[key]
+    record = richer.records()[key]
     assert isinstance(record, ContactRecord)
     assert dict(record.attributes) == {"tier": "silver", "plan": "pro"}
     message = inbound(thread="t-1", attributes={"plan": "pro"})

@@ -19,8 +19,9 @@ from switchboard.common.events import (
     ReplySent,
 )
 from switchboard.router.assignment import select_agent, select_by_scan
-from switchboard.router.engine import RouterEngine
+from switchboard.router.engine import Effects, RouterEngine
 from switchboard.router.rules import parse_rules
+from switchboard.router.snapshot import StateEntity, StateRecord, encode_entity, encode_state, state_record
 from switchboard.router.state import HOLDING, ConversationStatus
 from switchboard.router.testing import FakeClock, agent_event, inbound
 
@@ -85,34 +86,36 @@ ops = st.one_of(
 )
 
 
-def apply(engine: RouterEngine, clock: FakeClock, op: tuple[Any, ...]) -> None:
+def apply(engine: RouterEngine, clock: FakeClock, op: tuple[Any, ...]) -> Effects | None:
+    """Apply one operation; the engine's effects, or ``None`` when the operation was skipped."""
     t = engine._tenants.get("acme")
     kind = op[0]
     if kind == "upsert":
         _, index, billing, spanish, presence = op
         skills = {k: v for k, v in (("billing", billing), ("spanish", spanish)) if v > 0}
-        engine.handle(agent_event(AGENTS[index], skills=skills, capacity=capacity_of(index), presence=presence))
-    elif kind == "presence":
+        return engine.handle(agent_event(AGENTS[index], skills=skills, capacity=capacity_of(index), presence=presence))
+    if kind == "presence":
         if t is not None and AGENTS[op[1]] in t.agents:
-            engine.handle(PresenceChanged(tenant_id="acme", agent_id=AGENTS[op[1]], presence=op[2]))
-    elif kind == "inbound":
+            return engine.handle(PresenceChanged(tenant_id="acme", agent_id=AGENTS[op[1]], presence=op[2]))
+        return None
+    if kind == "inbound":
         _, contact, channel, text = op
         language = "es" if text == "hola" else None
-        engine.handle(inbound(handle=f"c{contact}", channel=channel, text=text, language=language))
-    elif kind == "tick":
+        return engine.handle(inbound(handle=f"c{contact}", channel=channel, text=text, language=language))
+    if kind == "tick":
         clock.tick(op[1])
-        engine.advance()
-    elif t is not None and t.conversations:
-        conv = t.conversations[sorted(t.conversations)[op[1] % len(t.conversations)]]
-        agent = conv.agent_id or AGENTS[0]
-        if kind == "accept":
-            engine.handle(OfferAccepted(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
-        elif kind == "decline":
-            engine.handle(OfferDeclined(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
-        elif kind == "resolve":
-            engine.handle(ConversationResolved(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
-        else:
-            engine.handle(ReplySent(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
+        return engine.advance()
+    if t is None or not t.conversations:
+        return None
+    conv = t.conversations[sorted(t.conversations)[op[1] % len(t.conversations)]]
+    agent = conv.agent_id or AGENTS[0]
+    if kind == "accept":
+        return engine.handle(OfferAccepted(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
+    if kind == "decline":
+        return engine.handle(OfferDeclined(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
+    if kind == "resolve":
+        return engine.handle(ConversationResolved(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
+    return engine.handle(ReplySent(tenant_id="acme", agent_id=agent, conversation_id=conv.id))
 
 
 def check_invariants(engine: RouterEngine) -> None:
@@ -166,6 +169,35 @@ def test_random_sequences_keep_the_invariants(roster: list[tuple[Any, ...]], seq
     for op in [*roster, *sequence]:
         apply(engine, clock, op)
         check_invariants(engine)
+
+
+def encoded(record: StateRecord | None) -> bytes | None:
+    return encode_state(record) if record is not None else None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(upserts, min_size=2, max_size=5), st.lists(ops, min_size=1, max_size=50))
+def test_state_records_built_at_the_batch_end_equal_those_built_after_each_call(
+    roster: list[tuple[Any, ...]], sequence: list[tuple[Any, ...]]
+) -> None:
+    """The service builds a changed entity's record only when it writes the batch, from the
+    entity as it is then (``Effects.state`` holds the entity): that is right only if every
+    call that changes an entity names it in its own ``state``, so that the record built at
+    the end equals the one built right after the entity's last change."""
+    clock = FakeClock()
+    engine = RouterEngine(RULES, clock)
+    batch: dict[str, StateEntity | None] = {}
+    after_each_call: dict[str, bytes | None] = {}
+    for op in [*roster, *sequence]:
+        fx = apply(engine, clock, op)
+        if fx is None:
+            continue
+        batch.update(fx.state)
+        after_each_call.update((key, encoded(record)) for key, record in fx.records().items())
+    at_the_end = {key: encoded(state_record(key, entity)) for key, entity in batch.items()}
+    assert at_the_end == after_each_call
+    # and what the service writes (without the model where it can) is those very bytes
+    assert {key: encode_entity(key, entity) for key, entity in batch.items()} == after_each_call
 
 
 @settings(max_examples=150, deadline=None)

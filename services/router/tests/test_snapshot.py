@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from switchboard.common.events import DispatchKind, OfferDeclined, Presence, PresenceChanged, RoutingDecision
+from switchboard.router import snapshot
 from switchboard.router.engine import Effects, RouterEngine
 from switchboard.router.rules import parse_rules
-from switchboard.router.snapshot import ConversationRecord, decode_state, encode_state
+from switchboard.router.snapshot import ConversationRecord, StateEntity, decode_state, encode_entity, encode_state
 from switchboard.router.state import PREVIEW_CHARS
 from switchboard.router.testing import FakeClock, agent_event, inbound
 
@@ -41,7 +42,7 @@ class Changelog:
         self.records: dict[str, bytes | None] = {}
 
     def write(self, fx: Effects) -> Effects:
-        for key, record in fx.state.items():
+        for key, record in fx.records().items():
             self.records[key] = encode_state(record) if record is not None else None
         return fx
 
@@ -132,3 +133,40 @@ def test_records_are_small_and_json() -> None:
     assert b'"schema":"router-state/v1"' in raw
     assert len(raw) < 2000
     assert decode_state(raw) == conv
+
+
+def test_the_changelog_bytes_without_the_model_equal_the_model_s() -> None:
+    """:func:`encode_entity` writes conversations and contacts without building their record:
+    the bytes must be the model's, odd characters, paused clocks, offers and all; what it
+    does not write itself (a time not in UTC, contact attributes, agents) goes through the model."""
+    clock = FakeClock(datetime(2026, 11, 23, 9, 0, 0, 120000, tzinfo=UTC))
+    engine = RouterEngine(parse_rules(RULES), clock)
+    engine.handle(agent_event("a1", capacity={"chat": 1, "email": 2}))
+    odd = 'quote " backslash \\ nul \x00 del \x7f é € 😀 \u2028 end'
+    offered = engine.handle(inbound(channel="chat", handle="c1", text=odd, subject=odd))
+    conv_id = offered.log[-1].conversation_id
+    engine.handle(OfferDeclined(tenant_id="acme", agent_id="a1", conversation_id=conv_id))
+    clock.tick(seconds=1.5)
+    engine.handle(inbound(handle="c2", thread="t2", attributes={"tier": "gold", "n": [1, 2.5, None]}))
+    clock.tick(minutes=31)
+    engine.advance()  # escalations fire, clocks move on
+    states = {r.key(): r for r in engine.snapshot()}
+    assert any(isinstance(r, ConversationRecord) and r.declined_by and r.fired for r in states.values())
+    t = engine._tenants["acme"]
+    entities: list[StateEntity] = [*t.agents.values(), *t.contacts.contacts.values(), *t.conversations.values()]
+    for entity in entities:
+        key = next(k for k, r in states.items() if r.id == entity.id)
+        assert encode_entity(key, entity) == encode_state(states[key])
+    # (and the conversations, and the contact without attributes, were written without it)
+    assert all(snapshot._conversation_json("acme", c) is not None for c in t.conversations.values())
+    assert sum(snapshot._contact_json("acme", c) is not None for c in t.contacts.contacts.values()) == 1
+    # a time in another zone (equal instant) is left to the model, which writes it its way
+    conv = t.conversations[conv_id]
+    conv.opened_at = conv.opened_at.astimezone(timezone(timedelta(hours=2)))
+    key = f"acme/conversation/{conv_id}"
+    assert encode_entity(key, conv) == encode_state(ConversationRecord.of("acme", conv))
+    assert b"+02:00" in (encode_entity(key, conv) or b"")
+    # so is a value orjson does not write
+    conv.priority = 2**70
+    assert encode_entity(key, conv) == encode_state(ConversationRecord.of("acme", conv))
+    assert encode_entity(key, None) is None

@@ -3,8 +3,9 @@
 The service feeds every record of its partitions to :meth:`RouterEngine.handle`, sleeps
 until :meth:`RouterEngine.next_deadline` and then calls :meth:`RouterEngine.advance`.
 Each call returns :class:`Effects`: dispatches for the notifier, routing-log entries, and
-changelog records (``None`` is a tombstone) for every entity that changed. Write the
-changelog records first, then the dispatches and log entries, then commit the input.
+every entity that changed (``None`` is a tombstone), whose changelog record is built when
+it is written. Write the changelog records first, then the dispatches and log entries,
+then commit the input.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ from switchboard.router.snapshot import (
     AgentRecord,
     ContactRecord,
     ConversationRecord,
+    StateEntity,
     state_key,
+    state_record,
 )
 from switchboard.router.state import (
     HOLDING,
@@ -118,11 +121,25 @@ class UnknownConversation(RoutingError):
 
 @dataclass(slots=True)
 class Effects:
-    """What the service must do after a call: write ``state`` (changelog), then the rest."""
+    """What the service must do after a call: write ``state`` (changelog), then the rest.
+
+    ``state`` maps the changelog key (:func:`~switchboard.router.snapshot.state_key`) of
+    every entity the call changed to the entity itself, or to ``None`` (a tombstone). Its
+    record is built when it is written (:func:`~switchboard.router.snapshot.encode_entity`;
+    :meth:`records` builds them now), from the entity as it is then. Every call that
+    changes an entity names it in its own ``state``, so a writer that keeps the latest
+    entry per key may build the records after any number of further calls, and an entity
+    changed by every record of a batch (a conversation and its follow-ups, an agent taking
+    work) is built once per batch, not once per record.
+    """
 
     dispatches: list[Dispatch] = field(default_factory=list)
     log: list[RoutingLogEntry] = field(default_factory=list)
-    state: dict[str, StateRecord | None] = field(default_factory=dict)
+    state: dict[str, StateEntity | None] = field(default_factory=dict)
+
+    def records(self) -> dict[str, StateRecord | None]:
+        """The changelog records of ``state``, built now."""
+        return {key: state_record(key, entity) for key, entity in self.state.items()}
 
     def extend(self, other: Effects) -> None:
         self.dispatches.extend(other.dispatches)
@@ -598,17 +615,16 @@ class RouterEngine:
         for tenant_id, kind, entity_id in sorted(call.dirty):
             key = state_key(tenant_id, kind, entity_id)
             t = self._tenants.get(tenant_id)
-            record: StateRecord | None = None
+            entity: StateEntity | None = None
             if t is not None:
-                if kind == "agent" and (agent := t.agents.get(entity_id)) is not None:
-                    record = AgentRecord.of(tenant_id, agent)
-                elif kind == "contact" and (contact := t.contacts.get(entity_id)) is not None:
-                    record = ContactRecord.of(tenant_id, contact)
+                if kind == "agent":
+                    entity = t.agents.get(entity_id)
+                elif kind == "contact":
+                    entity = t.contacts.get(entity_id)
                 elif kind == "conversation":
                     t.recount(entity_id)
-                    if (conv := t.conversations.get(entity_id)) is not None:
-                        record = ConversationRecord.of(tenant_id, conv)
-            call.effects.state[key] = record
+                    entity = t.conversations.get(entity_id)
+            call.effects.state[key] = entity
         return call.effects
 
     @staticmethod

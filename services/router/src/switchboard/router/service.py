@@ -58,7 +58,7 @@ from switchboard.router.engine import Effects, RouterEngine
 from switchboard.router.metrics import RouterMetrics
 from switchboard.router.ownership import OwnerDirectory, partition_of
 from switchboard.router.rules import Rules
-from switchboard.router.snapshot import StateRecord, encode_state
+from switchboard.router.snapshot import StateEntity, StateRecord, encode_entity
 
 __all__ = ["Explanations", "RouterService"]
 
@@ -108,12 +108,13 @@ class Explanations:
 class _Step:
     """Effects collected for one partition since the last write.
 
-    ``state`` keeps each entity's latest record, encoded only when written: an entity
-    touched by several records of a batch (a conversation and its follow-ups) is encoded
-    once, not once per record.
+    ``state`` keeps each changed entity (``None`` once gone) by its changelog key; its
+    record is built and encoded only when written, from the entity as it is then: an
+    entity touched by several records of a batch (a conversation and its follow-ups, an
+    agent taking work) is built and encoded once, not once per record.
     """
 
-    state: dict[bytes, StateRecord | None] = field(default_factory=dict)
+    state: dict[str, StateEntity | None] = field(default_factory=dict)
     dispatches: list[Dispatch] = field(default_factory=list)
     log: list[RoutingLogEntry] = field(default_factory=list)
     position: dict[str, int] = field(default_factory=dict)
@@ -226,9 +227,9 @@ class RouterService:
 
     def _collect(self, fx: Effects) -> None:
         """File effects under the partition of their tenant."""
-        for key, record in fx.state.items():
+        for key, entity in fx.state.items():
             tenant = key.split("/", 1)[0]
-            self._step(self.partition_for(tenant)).state[key.encode("utf-8")] = record
+            self._step(self.partition_for(tenant)).state[key] = entity
         for dispatch in fx.dispatches:
             self._step(self.partition_for(dispatch.tenant_id)).dispatches.append(dispatch)
         for entry in fx.log:
@@ -267,8 +268,8 @@ class RouterService:
                     changelog.append((state_topic, key, outbox.encode(), partition))
                     outboxes.append((partition, key, outbox))
                 changelog.extend(
-                    (state_topic, key, encode_state(record) if record is not None else None, partition)
-                    for key, record in step.state.items()
+                    (state_topic, key.encode("utf-8"), encode_entity(key, entity), partition)
+                    for key, entity in step.state.items()
                 )
                 if step.position:
                     position = self._positions.setdefault(partition, {})

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Annotated, Any, Literal, overload
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 from switchboard.common.events import Channel, DeliveryEndpoint, Presence
@@ -45,8 +46,10 @@ __all__ = [
     "StateRecord",
     "decode_state",
     "decode_states",
+    "encode_entity",
     "encode_state",
     "state_key",
+    "state_record",
 ]
 
 STATE_SCHEMA = "router-state/v1"
@@ -271,12 +274,155 @@ class ConversationRecord(_StateModel):
         return SlaClocks({target: equal.setdefault(clock, clock) for target, clock in built.items()})
 
 
+StateEntity = Agent | Contact | Conversation
+"""An entity the changelog holds a record of."""
+
+
+def state_record(key: str, entity: StateEntity | None) -> AgentRecord | ContactRecord | ConversationRecord | None:
+    """The changelog record of ``entity`` as it is now, under ``key`` (:func:`state_key`);
+    ``None`` (a tombstone) stays ``None``."""
+    if entity is None:
+        return None
+    tenant_id = key.split("/", 1)[0]
+    if isinstance(entity, Conversation):
+        return ConversationRecord.of(tenant_id, entity)
+    if isinstance(entity, Contact):
+        return ContactRecord.of(tenant_id, entity)
+    return AgentRecord.of(tenant_id, entity)
+
+
 StateRecord = Annotated[AgentRecord | ContactRecord | ConversationRecord, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[AgentRecord | ContactRecord | ConversationRecord] = TypeAdapter(StateRecord)
 
 
 def encode_state(record: AgentRecord | ContactRecord | ConversationRecord) -> bytes:
     return record.__pydantic_serializer__.to_json(record, by_alias=True)
+
+
+def encode_entity(key: str, entity: StateEntity | None) -> bytes | None:
+    """``encode_state(state_record(key, entity))``, the very same bytes, without the model
+    for the common conversation and contact: the service writes one per changed entity
+    per batch, and building the model was most of the cost. Anything out of the common
+    (a time not in UTC, a contact with attributes, an agent) goes through the model."""
+    if entity is None:
+        return None
+    raw: bytes | None = None
+    try:
+        if isinstance(entity, Conversation):
+            raw = _conversation_json(key.split("/", 1)[0], entity)
+        elif isinstance(entity, Contact):
+            raw = _contact_json(key.split("/", 1)[0], entity)
+    except orjson.JSONEncodeError:
+        raw = None  # a value orjson does not write (an integer beyond 64 bits): the model does
+    if raw is None:
+        record = state_record(key, entity)
+        assert record is not None
+        raw = encode_state(record)
+    return raw
+
+
+def _utc_or_none(*times: datetime | None) -> bool:
+    return all(value is None or value.tzinfo is UTC for value in times)
+
+
+def _conversation_json(tenant_id: str, conv: Conversation) -> bytes | None:
+    """What :meth:`ConversationRecord.of` then :func:`encode_state` give (fields in the
+    model's order, times as pydantic writes them), or None when the model must do it."""
+    (
+        id_,
+        channel,
+        provider,
+        contact_id,
+        thread_key,
+        queue_id,
+        route_rule,
+        status,
+        priority,
+        step,
+        agent_id,
+        offer_id,
+        last_agent_id,
+        agent_replied,
+        subject,
+        language,
+        inbox,
+        customer_name,
+        sequence,
+        sla_policy,
+    ) = attrgetter(*_CONVERSATION_FIELDS)(conv)
+    opened_at, enqueued_at, offer_expires_at, assigned_at, resolved_at = attrgetter(*_CONVERSATION_TIMES)(conv)
+    if not _utc_or_none(opened_at, enqueued_at, offer_expires_at, assigned_at, resolved_at):
+        return None
+    clocks: dict[str, dict[str, Any]] = {}
+    for target, clock in conv.clocks.items():
+        started_at, running_since = clock.started_at, clock.running_since
+        if not _utc_or_none(started_at, running_since):
+            return None
+        clocks[target.value] = {
+            "started_at": started_at,
+            "consumed_s": clock.consumed.total_seconds(),
+            "running_since": running_since,
+        }
+    return orjson.dumps(
+        {
+            "schema": STATE_SCHEMA,
+            "tenant_id": tenant_id,
+            "id": id_,
+            "kind": "conversation",
+            "channel": channel,
+            "provider": provider,
+            "contact_id": contact_id,
+            "opened_at": opened_at,
+            "thread_key": thread_key,
+            "queue_id": queue_id,
+            "route_rule": route_rule,
+            "status": status,
+            "priority": priority,
+            "enqueued_at": enqueued_at,
+            "step": step,
+            "agent_id": agent_id,
+            "offer_id": offer_id,
+            "offer_expires_at": offer_expires_at,
+            "assigned_at": assigned_at,
+            "declined_by": sorted(conv.declined_by),
+            "last_agent_id": last_agent_id,
+            "agent_replied": agent_replied,
+            "subject": subject,
+            "preview": conv.preview[:PREVIEW_CHARS],
+            "language": language,
+            "inbox": inbox,
+            "customer_name": customer_name,
+            "message_ids": list(conv.message_ids),
+            "sequence": sequence,
+            "sla_policy": sla_policy,
+            "clocks": clocks,
+            "fired": sorted(conv.fired),
+            "breaches": list(conv.breaches),
+            "resolved_at": resolved_at,
+        },
+        option=orjson.OPT_UTC_Z,
+    )
+
+
+def _contact_json(tenant_id: str, contact: Contact) -> bytes | None:
+    """What :meth:`ContactRecord.of` then :func:`encode_state` give, for a contact without
+    attributes (any JSON value, which the model writes its own way), else None."""
+    if contact.attributes or not _utc_or_none(contact.last_agent_at):
+        return None
+    return orjson.dumps(
+        {
+            "schema": STATE_SCHEMA,
+            "tenant_id": tenant_id,
+            "id": contact.id,
+            "kind": "contact",
+            "handles": sorted(map(handle_text, contact.handles)),
+            "display_name": contact.display_name,
+            "attributes": {},
+            "last_agent_id": contact.last_agent_id,
+            "last_agent_at": contact.last_agent_at,
+        },
+        option=orjson.OPT_UTC_Z,
+    )
 
 
 def decode_state(raw: bytes | str) -> AgentRecord | ContactRecord | ConversationRecord:
