@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, get_origin
 
@@ -225,3 +228,30 @@ def test_new_id_is_a_random_uuid4_in_hex() -> None:
         parsed = uuid.UUID(hex=value)
         assert parsed.hex == value  # 32 lower-case hex digits, no dashes
         assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+
+
+def test_new_id_from_many_threads_never_repeats() -> None:
+    # Ids are drawn 128 at a time: threads sharing a draw must each get their own.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        batches = list(pool.map(lambda _: [new_id() for _ in range(1000)], range(8)))
+    ids = [value for batch in batches for value in batch]
+    assert len(set(ids)) == len(ids) == 8000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_hand_out_its_parent_s_next_ids() -> None:
+    new_id()  # a draw in progress, whose remaining ids the child must not reuse
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of fork() beside threads; the child only writes and exits
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: its next ids, then exit without running the parent's cleanup
+        os.write(write, "".join(new_id() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    parent = [new_id() for _ in range(4)]
+    assert len(child) == 128
+    assert not {child[i : i + 32] for i in range(0, 128, 32)} & set(parent)
