@@ -154,6 +154,18 @@ def test_model_refuses_a_record_of_another_schema() -> None:
         AgentUpserted.model_validate(data)
 
 
+def test_the_schema_may_be_given_by_either_name_filled_in_when_missing_and_is_checked_when_given() -> None:
+    agent = {"tenant_id": "acme", "agent_id": "a1"}
+    for spelled in ({}, {"schema": ""}, {"schema_": ""}, {"schema": None, "schema_": "agent-upserted/v1"}):
+        assert AgentUpserted.model_validate({**agent, **spelled}).schema_ == "agent-upserted/v1"
+    assert AgentUpserted(schema_="agent-upserted/v1", **agent).schema_ == "agent-upserted/v1"
+    for wrong in ({"schema": "inbound-message/v1"}, {"schema_": "inbound-message/v1"}):
+        with pytest.raises(ValidationError, match="is not 'agent-upserted/v1'"):
+            AgentUpserted.model_validate({**agent, **wrong})
+    with pytest.raises(ValidationError, match="version 2"):
+        AgentUpserted.model_validate({**agent, "schema": "agent-upserted/v2"})
+
+
 def test_unknown_fields_are_tolerated_and_provider_extras_live_in_metadata() -> None:
     data = orjson.loads(encode(_inbound(provider_metadata={"x-mailer": "Thunderbird", "spam_score": 0.1})))
     data["added_in_a_later_minor_release"] = True

@@ -268,9 +268,15 @@ class Record(_Model):
     @model_validator(mode="before")
     @classmethod
     def _check_schema(cls, data: Any) -> Any:
+        # Runs in Python for every record built or read: the common case (the right schema
+        # given) is one look-up of the type's id and one comparison.
         if isinstance(data, dict):
-            declared = data.get("schema", data.get("schema_"))
-            expected = cls.schema_id()
+            expected = _SCHEMA_IDS.get(cls) or _SCHEMA_IDS.setdefault(cls, cls.schema_id())
+            declared = data.get("schema")
+            if declared == expected:
+                return data
+            if declared is None and "schema" not in data:
+                declared = data.get("schema_")
             if declared in (None, ""):
                 data = {**data, "schema": expected}
             elif declared != expected:
@@ -280,6 +286,10 @@ class Record(_Model):
     def key(self) -> bytes:
         """The Kafka key: the tenant id, so all of one tenant's records share a partition."""
         return self.tenant_id.encode()
+
+
+_SCHEMA_IDS: dict[type[Record], str] = {}
+"""Each record type's ``schema_id()``, worked out once."""
 
 
 def _raise_schema_mismatch(declared: object, expected: str) -> None:
