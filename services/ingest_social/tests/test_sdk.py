@@ -31,6 +31,7 @@ from switchboard.ingest_social.sdk import (
     build_webhook_app,
     hmac_sha256,
     load_channels_config,
+    mount_adapters,
     verify_prefixed_signature,
     verify_token,
 )
@@ -190,11 +191,37 @@ async def test_host_answers_json_for_unknown_routes_and_methods(
     async with client.put("/v1/echo/acme") as resp:
         assert resp.status == 405
         assert (await resp.json())["error"] == "method_not_allowed"
+        assert resp.headers["Allow"] == "GET, POST"
     async with client.get("/v1/echo/acme") as resp:  # no handshake declared
         assert resp.status == 405
     async with client.post("/v1/echo/ACME!", data=b"{}", headers={"x-token": "t"}) as resp:
         assert resp.status == 404
         assert (await resp.json())["error"] == "unknown_tenant"
+
+
+async def test_the_json_404_and_405_cover_the_application_s_own_routes_and_a_second_mount() -> None:
+    async def ping(_request: web.Request) -> web.Response:
+        return web.Response(text="pong")
+
+    services = AdapterServices(publisher=RecordingPublisher(), metrics=AdapterMetrics(CollectorRegistry()))
+    app = web.Application()
+    app.router.add_get("/ping", ping)
+    mount_adapters(app, [EchoAdapter()], {"echo": {"acme": TenantConfig(secrets={"token": "t"})}}, services)
+    mount_adapters(app, [TelegramAdapter()], {}, services)  # a second mount adds no second catch-all
+    app.router.add_get("/v2/status", ping)  # a route added afterwards still wins over the catch-all
+    async with TestClient(TestServer(app)) as client:
+        async with client.get("/ping") as resp:
+            assert (resp.status, await resp.text()) == (200, "pong")
+        async with client.get("/v2/status") as resp:
+            assert resp.status == 200
+        async with client.post("/ping") as resp:
+            assert resp.status == 405
+            assert resp.headers["Allow"] == "GET, HEAD"
+            assert (await resp.json())["error"] == "method_not_allowed"
+        async with client.delete("/v1/telegram/acme") as resp:
+            assert (resp.status, (await resp.json())["error"]) == (405, "method_not_allowed")
+        async with client.get("/v1/echo") as resp:
+            assert (resp.status, (await resp.json())["error"]) == (404, "not_found")
 
 
 async def test_duplicates_within_one_request_are_published_once(

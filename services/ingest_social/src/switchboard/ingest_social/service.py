@@ -19,7 +19,6 @@ from switchboard.ingest_social.sdk import (
     ChannelsConfig,
     DedupeCache,
     Publisher,
-    json_http_errors,
     load_channels_config,
     mount_adapters,
 )
@@ -58,7 +57,6 @@ def build_app(
         log.warning("no channel adapters enabled; set SWITCHBOARD_INGEST_SOCIAL_CHANNELS_FILE")
     cap = max((a.max_body_bytes for a in adapters), default=1024 * 1024)
     app = create_app(settings, registry=registry, client_max_size=cap + 1)
-    app.middlewares.append(json_http_errors)
     kafka = add_kafka(app)
     if publisher is None:
         publisher = KafkaPublisher(

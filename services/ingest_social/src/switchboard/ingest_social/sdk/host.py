@@ -27,6 +27,8 @@ def mount_adapters(
 
     A request to a tenant not configured for that adapter is answered 404 before any body is
     read: the tenant, and so the secret that authenticates the request, come from the path.
+    Requests for a path or a method no route has are answered in JSON too (404, or 405 with
+    ``Allow``), by a catch-all route added once per application.
     """
     seen: set[str] = set()
     for adapter in adapters:
@@ -44,6 +46,11 @@ def mount_adapters(
         for route in adapter.routes():
             path = f"/v1/{adapter.name}/{{tenant}}{route.suffix}"
             app.router.add_route(route.method, path, partial(_handle, adapter, route, adapter_tenants))
+    if not any(getattr(r, "handler", None) is _not_routed for r in app.router.routes()):
+        # Last in aiohttp's look-up (it tries the longest path prefixes first), so it only
+        # sees requests no other route took: a JSON 404, or a JSON 405 where another route
+        # has the path. A route rather than a middleware, which every request would pay for.
+        app.router.add_route("*", "/{path:.*}", _not_routed)
 
 
 async def _handle(
@@ -57,11 +64,31 @@ async def _handle(
     return await adapter.dispatch(route, request, tenant)
 
 
+async def _not_routed(request: web.Request) -> web.Response:
+    """A request no route took: 405 (with ``Allow``) when some route has its path, else 404."""
+    allowed: set[str] = set()
+    own = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not own:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        response = json_error(405, "method_not_allowed", f"{request.method} is not allowed here")
+        response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
+    return json_error(404, "not_found", "Not Found")
+
+
 @web.middleware
 async def json_http_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """aiohttp's own 404/405/413 answers as JSON errors like the adapters' (and never a bare 500)."""
+    """aiohttp's HTTP errors raised by a handler as JSON errors like the adapters'.
+
+    Not needed for the adapters' routes: :func:`mount_adapters` answers unknown paths and
+    methods in JSON itself, and the adapters' own errors are JSON already. For an
+    application that adds routes of its own that raise aiohttp's HTTP exceptions.
+    """
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -79,13 +106,13 @@ def build_webhook_app(
     *,
     app: web.Application | None = None,
 ) -> web.Application:
-    """A new (or the given) application with the adapters mounted and JSON HTTP errors.
+    """A new (or the given) application with the adapters mounted (unknown paths and methods answered in JSON).
 
     A new application's ``client_max_size`` is the largest adapter body cap, so aiohttp never
     buffers more than an adapter would accept.
     """
     if app is None:
         cap = max((a.max_body_bytes for a in adapters), default=1024 * 1024)
-        app = web.Application(client_max_size=cap + 1, middlewares=[json_http_errors])
+        app = web.Application(client_max_size=cap + 1)
     mount_adapters(app, adapters, tenants, services)
     return app
