@@ -289,7 +289,7 @@ BENCHES = (
     Bench(
         "ingest",
         "services/ingest_social/bench/bench_webhooks.py",
-        ("--requests", "12000", "--connections", "64", "--rounds", "1"),
+        ("--requests", "12000", "--connections", "64", "--rounds", "3"),
         ("--requests", "2000", "--connections", "64", "--rounds", "1"),
         ingest_rows,
         300,
