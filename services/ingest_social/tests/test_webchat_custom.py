@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
 
 from switchboard.common.events import Channel, InboundMessage
 from switchboard.ingest_social.adapters.custom import CustomChannelAdapter
 from switchboard.ingest_social.adapters.webchat import WebChatAdapter
 from switchboard.ingest_social.sdk import (
+    AdapterMetrics,
+    AdapterServices,
     BadSignature,
     ChannelAdapter,
+    ConfigError,
     InvalidContactAttributes,
     MalformedPayload,
     Tenant,
     TenantConfig,
     WebhookRequest,
+    build_webhook_app,
     sign_standard_webhook,
     verify_standard_webhook,
 )
@@ -30,6 +37,7 @@ from switchboard.ingest_social.sdk.contract import (
     SignedRequest,
     TimestampedContract,
 )
+from switchboard.ingest_social.sdk.testing import RecordingPublisher
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -240,3 +248,95 @@ def test_custom_contact_attributes_become_contact_attributes() -> None:
     )
     assert msg.contact.attributes == {"tier": "platinum", "account": "A-77"}
     assert msg.provider_metadata == {"crm": "acme"}
+
+
+# ------------------------------------------------------------------ web chat from a browser (CORS)
+
+SHOP = "https://shop.example.com"
+
+
+@pytest.fixture
+async def chat_client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    services = AdapterServices(publisher=RecordingPublisher(), metrics=AdapterMetrics(CollectorRegistry()))
+    tenants = {
+        "acme": TenantConfig(secrets={"site_key": "pk_acme"}, options={"allowed_origins": [SHOP]}),
+        "open": TenantConfig(secrets={"site_key": "pk_open"}, options={"allowed_origins": ["*"]}),
+        "relay": TenantConfig(secrets={"site_key": "pk_relay"}),  # no browser origins: a server posts
+    }
+    app = build_webhook_app([WebChatAdapter()], {"webchat": tenants}, services)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+def _preflight(origin: str) -> dict[str, str]:
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, x-switchboard-chat-key",
+    }
+
+
+async def test_a_browser_on_an_allowed_origin_may_post_and_reads_every_answer(
+    chat_client: TestClient[web.Request, web.Application],
+) -> None:
+    async with chat_client.options("/v1/webchat/acme", headers=_preflight(SHOP)) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == SHOP
+        assert resp.headers["Access-Control-Allow-Methods"] == "POST"
+        assert {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")} >= {
+            "content-type",
+            "x-switchboard-chat-key",
+        }
+        assert resp.headers["Vary"] == "Origin"
+    body = orjson.dumps(CHAT)
+    headers = {"Origin": SHOP, "Content-Type": "application/json", "X-Switchboard-Chat-Key": "pk_acme"}
+    async with chat_client.post("/v1/webchat/acme", data=body, headers=headers) as resp:
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == SHOP
+    wrong_key = {**headers, "X-Switchboard-Chat-Key": "pk_wrong"}
+    async with chat_client.post("/v1/webchat/acme", data=body, headers=wrong_key) as resp:
+        assert resp.status == 401  # an error the widget can read too
+        assert resp.headers["Access-Control-Allow-Origin"] == SHOP
+    async with chat_client.options("/v1/webchat/open", headers=_preflight("https://anywhere.example")) as resp:
+        assert (resp.status, resp.headers["Access-Control-Allow-Origin"]) == (204, "https://anywhere.example")
+
+
+async def test_other_origins_and_tenants_without_origins_get_no_cors(
+    chat_client: TestClient[web.Request, web.Application],
+) -> None:
+    async with chat_client.options("/v1/webchat/acme", headers=_preflight("https://evil.example")) as resp:
+        assert resp.status == 403
+        assert (await resp.json())["error"] == "forbidden"
+        assert "Access-Control-Allow-Origin" not in resp.headers
+    headers = {
+        "Origin": "https://evil.example",
+        "Content-Type": "application/json",
+        "X-Switchboard-Chat-Key": "pk_acme",
+    }
+    async with chat_client.post("/v1/webchat/acme", data=orjson.dumps(CHAT), headers=headers) as resp:
+        assert resp.status == 200  # a server may post; a browser on that origin cannot read this
+        assert "Access-Control-Allow-Origin" not in resp.headers
+        assert resp.headers["Vary"] == "Origin"
+    async with chat_client.options("/v1/webchat/relay", headers=_preflight(SHOP)) as resp:
+        assert resp.status == 403
+    relay = {"Content-Type": "application/json", "X-Switchboard-Chat-Key": "pk_relay"}
+    async with chat_client.post("/v1/webchat/relay", data=orjson.dumps(CHAT), headers=relay) as resp:
+        assert resp.status == 200
+        assert "Access-Control-Allow-Origin" not in resp.headers
+        assert "Vary" not in resp.headers
+
+
+@pytest.mark.parametrize(
+    ("origins", "error"),
+    [
+        ("https://shop.example.com", "must be a list"),
+        (["https://shop.example.com/"], "not an origin"),
+        (["https://Shop.example.com"], "not an origin"),
+        (["shop.example.com"], "not an origin"),
+    ],
+)
+def test_allowed_origins_are_checked_at_start(origins: object, error: str) -> None:
+    config = TenantConfig(secrets={"site_key": "k"}, options={"allowed_origins": origins})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match=error):
+        WebChatAdapter().check_tenant("acme", config)
+    WebChatAdapter().check_tenant("acme", TenantConfig(secrets={"site_key": "k"}, options={"allowed_origins": [SHOP]}))

@@ -14,12 +14,23 @@ bounds (422 ``invalid_contact_attributes`` otherwise). The site key is public (i
 page), so these are what the visitor's page asserts: set them from your own page code, limit
 the keys with the tenant option ``allowed_contact_attributes``, and use the signed custom
 channel for attributes a visitor must not be able to forge.
+
+A widget on the tenant's own site posts from another origin than this endpoint's, and its
+key header makes the browser ask first (a CORS preflight). The tenant option
+``allowed_origins`` lists the sites that may post (``["https://shop.example.com"]``, or
+``["*"]`` for any): an ``OPTIONS`` from one of them is answered 204 with the CORS headers,
+from any other 403, and every answer to an allowed origin (errors too, so the widget can
+read them) carries ``Access-Control-Allow-Origin``. Without the option no browser on another
+origin may post, which suits a server that relays its chat.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Annotated, ClassVar
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 from switchboard.common.events import Channel, ContactHandle, InboundMessage
@@ -27,6 +38,9 @@ from switchboard.ingest_social.adapters._models import validate
 from switchboard.ingest_social.sdk import (
     BadSignature,
     ChannelAdapter,
+    ConfigError,
+    Forbidden,
+    Route,
     Tenant,
     TenantConfig,
     WebhookRequest,
@@ -36,6 +50,31 @@ from switchboard.ingest_social.sdk import (
 __all__ = ["ChatMessage", "WebChatAdapter"]
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
+_PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "POST",
+    "Access-Control-Allow-Headers": "Content-Type, X-Switchboard-Chat-Key",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def allowed_origins(config: TenantConfig) -> Sequence[str]:
+    """The tenant's ``allowed_origins`` option (none when unset); ``ValueError`` when malformed."""
+    origins = config.option("allowed_origins", [])
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise ValueError("allowed_origins must be a list of origins")
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise ValueError(
+                f"allowed_origins entry {origin!r} is not an origin such as https://shop.example.com "
+                "(lower-case scheme and host, an optional port, no path), nor '*'"
+            )
+    return origins
+
+
+def _allows(origins: Sequence[str], origin: str | None) -> bool:
+    return origin is not None and ("*" in origins or origin in origins)
 
 
 class ChatMessage(BaseModel):
@@ -58,6 +97,32 @@ class WebChatAdapter(ChannelAdapter):
     required_secrets: ClassVar[frozenset[str]] = frozenset({"site_key"})
     signs_public_url: ClassVar[bool] = False
     max_body_bytes: ClassVar[int] = 64 * 1024
+
+    def check_tenant(self, tenant_id: str, config: TenantConfig) -> None:
+        super().check_tenant(tenant_id, config)
+        try:
+            allowed_origins(config)
+        except ValueError as exc:
+            raise ConfigError(f"adapter {self.name!r}, tenant {tenant_id!r}: {exc}") from None
+
+    def routes(self) -> Sequence[Route]:
+        return (*super().routes(), Route("OPTIONS", "", self.preflight))
+
+    async def preflight(self, request: web.Request, tenant: Tenant) -> web.StreamResponse:
+        """The browser's CORS preflight: 204 for an allowed origin, else 403."""
+        if not _allows(allowed_origins(tenant.config), request.headers.get("Origin")):
+            raise Forbidden("this origin may not post here (the tenant's allowed_origins)")
+        return web.Response(status=204, headers=_PREFLIGHT_HEADERS)
+
+    def on_response(self, request: web.Request, tenant: Tenant, response: web.StreamResponse) -> None:
+        origins = allowed_origins(tenant.config)
+        if not origins:
+            return
+        response.headers["Vary"] = "Origin"  # the answer depends on the origin asking
+        origin = request.headers.get("Origin")
+        if _allows(origins, origin):
+            assert origin is not None
+            response.headers["Access-Control-Allow-Origin"] = origin
 
     def verify(self, request: WebhookRequest, raw_body: bytes, tenant: TenantConfig) -> None:
         presented = request.headers.get("X-Switchboard-Chat-Key")

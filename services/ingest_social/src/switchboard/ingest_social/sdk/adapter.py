@@ -175,6 +175,10 @@ class ChannelAdapter:
         """The endpoints under ``/v1/<name>/<tenant>``: by default POST (receive) and GET (handshake)."""
         return (Route("POST", "", self.receive), Route("GET", "", self.handshake))
 
+    def on_response(self, request: web.Request, tenant: Tenant, response: web.StreamResponse) -> None:
+        """Called with every response of this adapter's routes, errors included, before it is
+        sent: add headers all of them need (the web chat's CORS headers). Nothing by default."""
+
     def acknowledge(self, request: WebhookRequest, published: int, duplicates: int) -> web.StreamResponse:
         """The 2xx sent once the broker acknowledged; override where the provider expects a given body."""
         return web.Response(body=orjson.dumps({"accepted": published, "duplicates": duplicates}), headers=_JSON_HEADERS)
@@ -353,8 +357,11 @@ class ChannelAdapter:
             response = await route.handler(request, tenant)
         except WebhookError as exc:
             counters.outcome(exc.code).inc()
-            return exc.response()
+            response = exc.response()
+            self.on_response(request, tenant, response)
+            return response
         finally:
             counters.seconds.observe(time.perf_counter() - started)
         counters.ok.inc()
+        self.on_response(request, tenant, response)
         return response
