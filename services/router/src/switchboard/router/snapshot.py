@@ -235,24 +235,7 @@ class ConversationRecord(_StateModel):
 
     @classmethod
     def of(cls, tenant_id: str, conv: Conversation) -> ConversationRecord:
-        return cls(
-            tenant_id=tenant_id,
-            **_same(conv, _CONVERSATION_FIELDS),
-            **_same(conv, _CONVERSATION_TIMES),
-            declined_by=tuple(sorted(conv.declined_by)),
-            preview=conv.preview[:PREVIEW_CHARS],
-            message_ids=tuple(conv.message_ids),
-            clocks={
-                target: ClockRecord(
-                    started_at=clock.started_at,
-                    consumed_s=clock.consumed.total_seconds(),
-                    running_since=clock.running_since,
-                )
-                for target, clock in conv.clocks.items()
-            },
-            fired=tuple(sorted(conv.fired)),
-            breaches=tuple(conv.breaches),
-        )
+        return cls(**_conversation_fields(tenant_id, conv))
 
     def to_conversation(self) -> Conversation:
         times: dict[datetime, datetime] = {}
@@ -325,9 +308,9 @@ def _utc_or_none(*times: datetime | None) -> bool:
     return all(value is None or value.tzinfo is UTC for value in times)
 
 
-def _conversation_json(tenant_id: str, conv: Conversation) -> bytes | None:
-    """What :meth:`ConversationRecord.of` then :func:`encode_state` give (fields in the
-    model's order, times as pydantic writes them), or None when the model must do it."""
+def _conversation_fields(tenant_id: str, conv: Conversation) -> dict[str, Any]:
+    """A conversation's changelog record as plain values, in the record's field order: what
+    :meth:`ConversationRecord.of` validates and :func:`_conversation_json` writes as it is."""
     (
         id_,
         channel,
@@ -351,57 +334,67 @@ def _conversation_json(tenant_id: str, conv: Conversation) -> bytes | None:
         sla_policy,
     ) = attrgetter(*_CONVERSATION_FIELDS)(conv)
     opened_at, enqueued_at, offer_expires_at, assigned_at, resolved_at = attrgetter(*_CONVERSATION_TIMES)(conv)
-    if not _utc_or_none(opened_at, enqueued_at, offer_expires_at, assigned_at, resolved_at):
-        return None
-    clocks: dict[str, dict[str, Any]] = {}
-    for target, clock in conv.clocks.items():
-        started_at, running_since = clock.started_at, clock.running_since
-        if not _utc_or_none(started_at, running_since):
-            return None
-        clocks[target.value] = {
-            "started_at": started_at,
-            "consumed_s": clock.consumed.total_seconds(),
-            "running_since": running_since,
-        }
-    return orjson.dumps(
-        {
-            "schema": STATE_SCHEMA,
-            "tenant_id": tenant_id,
-            "id": id_,
-            "kind": "conversation",
-            "channel": channel,
-            "provider": provider,
-            "contact_id": contact_id,
-            "opened_at": opened_at,
-            "thread_key": thread_key,
-            "queue_id": queue_id,
-            "route_rule": route_rule,
-            "status": status,
-            "priority": priority,
-            "enqueued_at": enqueued_at,
-            "step": step,
-            "agent_id": agent_id,
-            "offer_id": offer_id,
-            "offer_expires_at": offer_expires_at,
-            "assigned_at": assigned_at,
-            "declined_by": sorted(conv.declined_by),
-            "last_agent_id": last_agent_id,
-            "agent_replied": agent_replied,
-            "subject": subject,
-            "preview": conv.preview[:PREVIEW_CHARS],
-            "language": language,
-            "inbox": inbox,
-            "customer_name": customer_name,
-            "message_ids": list(conv.message_ids),
-            "sequence": sequence,
-            "sla_policy": sla_policy,
-            "clocks": clocks,
-            "fired": sorted(conv.fired),
-            "breaches": list(conv.breaches),
-            "resolved_at": resolved_at,
+    return {
+        "schema": STATE_SCHEMA,
+        "tenant_id": tenant_id,
+        "id": id_,
+        "kind": "conversation",
+        "channel": channel,
+        "provider": provider,
+        "contact_id": contact_id,
+        "opened_at": opened_at,
+        "thread_key": thread_key,
+        "queue_id": queue_id,
+        "route_rule": route_rule,
+        "status": status,
+        "priority": priority,
+        "enqueued_at": enqueued_at,
+        "step": step,
+        "agent_id": agent_id,
+        "offer_id": offer_id,
+        "offer_expires_at": offer_expires_at,
+        "assigned_at": assigned_at,
+        "declined_by": sorted(conv.declined_by),
+        "last_agent_id": last_agent_id,
+        "agent_replied": agent_replied,
+        "subject": subject,
+        "preview": conv.preview[:PREVIEW_CHARS],
+        "language": language,
+        "inbox": inbox,
+        "customer_name": customer_name,
+        "message_ids": list(conv.message_ids),
+        "sequence": sequence,
+        "sla_policy": sla_policy,
+        "clocks": {
+            target.value: {
+                "started_at": clock.started_at,
+                "consumed_s": clock.consumed.total_seconds(),
+                "running_since": clock.running_since,
+            }
+            for target, clock in conv.clocks.items()
         },
-        option=orjson.OPT_UTC_Z,
-    )
+        "fired": sorted(conv.fired),
+        "breaches": list(conv.breaches),
+        "resolved_at": resolved_at,
+    }
+
+
+def _conversation_json(tenant_id: str, conv: Conversation) -> bytes | None:
+    """What :meth:`ConversationRecord.of` then :func:`encode_state` give (the same fields,
+    times as pydantic writes them), or None when the model must do it."""
+    fields = _conversation_fields(tenant_id, conv)  # times read once: each read unpacks one
+    if not _utc_or_none(
+        fields["opened_at"],
+        fields["enqueued_at"],
+        fields["offer_expires_at"],
+        fields["assigned_at"],
+        fields["resolved_at"],
+    ):
+        return None
+    for clock in fields["clocks"].values():
+        if not _utc_or_none(clock["started_at"], clock["running_since"]):
+            return None
+    return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
 
 
 def _contact_json(tenant_id: str, contact: Contact) -> bytes | None:
