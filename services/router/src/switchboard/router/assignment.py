@@ -216,14 +216,7 @@ def select_agent(
                     candidates.append(_passed_over(agent.id, why))
                 continue
             if len(candidates) < MAX_LOGGED_CANDIDATES:
-                if (
-                    agent.presence is Presence.AVAILABLE
-                    and agent.endpoints
-                    and agent.capacity.get(channel, 0) > agent.load.get(channel, 0)
-                ):
-                    passed_over: str | None = f"skill {skill} {have} below {level}"  # check_agent's first failure
-                else:
-                    passed_over = check_agent(agent, channel, skillset, declined, agent_filter, conv_vars)
+                passed_over = check_agent(agent, channel, skillset, declined, agent_filter, conv_vars)
                 assert passed_over is not None  # a skill below its level is always a reason
                 candidates.append(_passed_over(agent.id, passed_over))
     if best is None:
